@@ -1,0 +1,252 @@
+"""The ``observatory`` command line.
+
+    observatory run --config FILE [--workers N] [--stop-at-end]
+    observatory migrate --config FILE
+    observatory config check FILE
+    observatory infra up|down|status
+    observatory simulate --config FILE [...]
+    observatory summary --config FILE
+
+Errors a user can fix (bad config, Kafka or the database unreachable) end
+with one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from observatory.flows.config import Config, ConfigError, effective_config_yaml, load_config
+
+log = logging.getLogger("observatory")
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """An error with a one-line explanation for the user."""
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(getattr(args, "config", None))
+
+
+def _connect_database(config: Config):
+    import psycopg
+
+    from observatory.flows.config import redact_url
+
+    try:
+        return psycopg.connect(
+            config.database.url,
+            connect_timeout=int(config.database.connect_timeout_seconds),
+            autocommit=True,
+        )
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"cannot reach the database at {redact_url(config.database.url)}: {reason}"
+        ) from None
+
+
+def _migrate(config: Config, quiet: bool = False) -> None:
+    from observatory.schemas import migrations
+
+    with _connect_database(config) as conn:
+        applied = migrations.apply(conn, progress=(lambda _: None) if quiet else print)
+    if not quiet:
+        print(f"database is up to date ({len(applied)} migration(s) applied)")
+
+
+def _check_kafka(config: Config) -> None:
+    from observatory.flows.kafka_io import KafkaUnavailable, check_topics, client_config
+
+    kafka = config.kafka
+    try:
+        check_topics(
+            client_config(kafka.bootstrap_servers, kafka.client),
+            [kafka.topics.spans],
+            kafka.connect_timeout_seconds,
+        )
+    except KafkaUnavailable as exc:
+        raise UserError(str(exc)) from None
+
+
+def infra_dir() -> Path:
+    """The repository's infra/ scripts (present in a source checkout)."""
+    import observatory.flows as flows
+
+    path = Path(flows.__file__).resolve().parents[1] / "infra"
+    if not (path / "up.sh").exists():
+        raise UserError(f"infra scripts not found at {path}: run from a source checkout")
+    return path
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+    from bytewax.run import cli_main
+
+    from observatory.flows.pipeline import build_flow
+
+    config = _config(args)
+    _check_kafka(config)
+    _migrate(config, quiet=True)
+    pipeline = config.pipeline
+    recovery = None
+    if pipeline.recovery_dir and not args.no_recovery:
+        db_dir = Path(pipeline.recovery_dir)
+        if not any(db_dir.glob("part-*.sqlite3")):
+            db_dir.mkdir(parents=True, exist_ok=True)
+            init_db_dir(db_dir, pipeline.recovery_partitions)
+        recovery = RecoveryConfig(db_dir)
+    addresses = args.addresses.split(";") if args.addresses else None
+    flow = build_flow(config, stop_at_end=args.stop_at_end)
+    log.info(
+        "running: topic %s → %s, %s worker(s) per process%s%s",
+        config.kafka.topics.spans,
+        "TimescaleDB",
+        args.workers,
+        f", process {args.process_id} of {len(addresses)}" if addresses else "",
+        ", until the end offsets present at start" if args.stop_at_end else "",
+    )
+    cli_main(
+        flow,
+        workers_per_process=args.workers,
+        process_id=args.process_id if addresses else None,
+        addresses=addresses,
+        epoch_interval=timedelta(seconds=pipeline.snapshot_interval_seconds),
+        recovery_config=recovery,
+    )
+    log.info("flow finished")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    _migrate(_config(args))
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print(f"# {args.file}: valid. Effective configuration (secrets hidden):")
+    print(effective_config_yaml(config), end="")
+    return 0
+
+
+def cmd_infra(args: argparse.Namespace) -> int:
+    script = infra_dir() / f"{args.action}.sh"
+    return subprocess.call(["bash", str(script)])
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from observatory.flows.simulate import run_simulation
+
+    return run_simulation(_config(args), args)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from observatory.flows.summary import print_summary
+
+    config = _config(args)
+    with _connect_database(config) as conn:
+        print_summary(conn, limit=args.limit)
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="observatory", description="Real-time analytics for LLM and agent telemetry."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--config",
+            "-c",
+            default=os.environ.get("OBSERVATORY_CONFIG"),
+            help="YAML config file (default: $OBSERVATORY_CONFIG, else built-in defaults)",
+        )
+
+    run = sub.add_parser("run", help="run the main flow")
+    with_config(run)
+    run.add_argument("--workers", "-w", type=int, default=1, help="worker threads per process")
+    run.add_argument("--process-id", "-i", type=int, default=0, help="this process's index")
+    run.add_argument(
+        "--addresses", "-a", help='all processes\' host:port, ";"-separated (multi-process)'
+    )
+    run.add_argument(
+        "--stop-at-end",
+        action="store_true",
+        help="read up to the end offsets present at start, flush every window, exit 0",
+    )
+    run.add_argument("--no-recovery", action="store_true", help="ignore pipeline.recovery_dir")
+    run.set_defaults(func=cmd_run)
+
+    migrate = sub.add_parser("migrate", help="apply pending SQL migrations")
+    with_config(migrate)
+    migrate.set_defaults(func=cmd_migrate)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = config_sub.add_parser("check", help="validate a file and print the effective config")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_config_check)
+
+    infra = sub.add_parser("infra", help="install/start/stop the local Kafka and TimescaleDB")
+    infra.add_argument("action", choices=["up", "down", "status"])
+    infra.set_defaults(func=cmd_infra)
+
+    simulate = sub.add_parser("simulate", help="produce realistic GenAI traffic to Kafka")
+    with_config(simulate)
+    from observatory.flows.simulate import add_arguments
+
+    add_arguments(simulate)
+    simulate.set_defaults(func=cmd_simulate)
+
+    summary = sub.add_parser("summary", help="print what landed in TimescaleDB")
+    with_config(summary)
+    summary.add_argument("--limit", type=int, default=15)
+    summary.set_defaults(func=cmd_summary)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except (ConfigError, UserError) as exc:
+        print(f"observatory: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("observatory: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The main dataflow: Kafka OTLP records → windows → TimescaleDB, bad input → dead letters.
+
+    read_otlp_records → decode_normalize_price_preaggregate
+        ├─ route_partials_to_shards → aggregate_event_time_windows ─┬─ upsert_into_timescaledb
+        │                                                         └─ (late data) ┐
+        └─ collect_dead_letters ──────────────────────────────────────────────────┴─ write_dead_letters
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulBatchLogic
+
+from observatory.flows.config import Config
+from observatory.flows.kafka_io import KafkaBatchSource, client_config, dead_letter_headers
+from observatory.operators.ingest import decode_batch, route_to_shards
+from observatory.operators.windows import CountersRow, LateData, ShardInput, WindowShard
+from observatory.schemas.dialects import Limits
+from observatory.schemas.otlp import TraceDecoder
+from observatory.schemas.pricing import PriceTable
+from observatory.schemas.records import DeadLetter
+from observatory.sinks.base import Backoff
+from observatory.sinks.timescale import TimescaleSink
+
+NS = 1_000_000_000
+
+
+def make_decoder(config: Config, topic: str) -> TraceDecoder:
+    ingest = config.ingest
+    return TraceDecoder(
+        tenant_keys=ingest.tenant_attributes,
+        limits=Limits(
+            max_tokens=ingest.max_tokens,
+            max_cost_usd=ingest.max_cost_usd,
+            max_attribute_bytes=ingest.max_attribute_bytes,
+            max_past_skew_s=ingest.max_past_skew_seconds,
+            max_future_skew_s=ingest.max_future_skew_seconds,
+        ),
+        prices=PriceTable.bundled(m.model_dump() for m in config.pricing.models),
+        default_encoding=config.kafka.encoding_of(topic),
+        max_record_bytes=ingest.max_record_bytes,
+    )
+
+
+class _ShardLogic(StatefulBatchLogic[ShardInput, object, bytes]):
+    """Adapts the pure :class:`WindowShard` to Bytewax's stateful operator."""
+
+    def __init__(self, shard: WindowShard):
+        self.shard = shard
+
+    def on_batch(self, values: list[ShardInput]):
+        return self.shard.on_batch(values), StatefulBatchLogic.RETAIN
+
+    def on_notify(self):
+        return self.shard.on_notify(), StatefulBatchLogic.RETAIN
+
+    def on_eof(self):
+        return self.shard.on_eof(), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return self.shard.notify_at()
+
+    def snapshot(self) -> bytes:
+        return self.shard.snapshot()
+
+
+def _late_to_dead_letter(late: LateData, topic: str) -> KafkaSinkMessage:
+    body = {
+        "reason": "too_late",
+        "key": dict(zip(("tenant", "service", "provider", "model", "operation"), late.key, strict=True)),
+        "window_start": late.window_start.isoformat(),
+        "window_seconds": late.window_seconds,
+        "calls": late.calls,
+        "cost_usd": late.cost_usd,
+        "watermark": late.watermark.isoformat(),
+    }
+    headers = [
+        ("observatory.reason", b"too_late"),
+        ("observatory.detail", f"{late.calls} calls arrived after the allowed lateness".encode()),
+    ]
+    return KafkaSinkMessage(None, json.dumps(body).encode(), topic=topic, headers=headers)
+
+
+def _dead_letter_message(dead: DeadLetter, topic: str) -> KafkaSinkMessage:
+    return KafkaSinkMessage(None, dead.value, topic=topic, headers=dead_letter_headers(dead))
+
+
+def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
+    kafka = config.kafka
+    pipeline = config.pipeline
+    topic = kafka.topics.spans
+    dlq_topic = kafka.topics.dead_letter
+    window_ns = pipeline.window_seconds * NS
+    shards = pipeline.shards
+    kafka_config = client_config(kafka.bootstrap_servers, kafka.client)
+    source = KafkaBatchSource(
+        kafka_config, [topic], batch_size=kafka.batch_size, stop_at_end=stop_at_end
+    )
+    partitions = source.list_parts()
+    decoder = make_decoder(config, topic)
+
+    def build_shard(resume: bytes | None) -> _ShardLogic:
+        return _ShardLogic(
+            WindowShard(
+                window_s=pipeline.window_seconds,
+                watermark_delay_s=pipeline.watermark_delay_seconds,
+                allowed_lateness_s=pipeline.allowed_lateness_seconds,
+                idle_timeout_s=pipeline.idle_partition_seconds,
+                partitions=partitions,
+                resume=resume,
+            )
+        )
+
+    flow = Dataflow("observatory")
+    batches = op.input("read_otlp_records", flow, source)
+    decoded = op.map(
+        "decode_normalize_price_preaggregate",
+        batches,
+        lambda batch: decode_batch(decoder, batch, window_ns),
+    )
+    shard_inputs = op.flat_map(
+        "route_partials_to_shards", decoded, lambda d: route_to_shards(d, shards)
+    )
+    outputs = op.stateful_batch("aggregate_event_time_windows", shard_inputs, build_shard)
+    named = op.map("name_rows_by_shard", outputs, _tag_shard)
+    rows = op.filter("keep_table_rows", named, lambda row: not isinstance(row, LateData))
+    op.output(
+        "upsert_into_timescaledb",
+        rows,
+        TimescaleSink(
+            config.database.url,
+            batch_rows=config.database.batch_rows,
+            backoff=Backoff(deadline_s=config.database.max_retry_seconds),
+            connect_timeout_s=config.database.connect_timeout_seconds,
+        ),
+    )
+    late = op.filter_map(
+        "late_data_as_dead_letters",
+        named,
+        lambda row: _late_to_dead_letter(row, dlq_topic) if isinstance(row, LateData) else None,
+    )
+    dead = op.flat_map("collect_dead_letters", decoded, lambda d: d.dead_letters)
+    dead_messages = op.map(
+        "dead_letter_as_message", dead, lambda d: _dead_letter_message(d, dlq_topic)
+    )
+    op.output(
+        "write_dead_letters",
+        op.merge("all_dead_letters", dead_messages, late),
+        KafkaSink([kafka.bootstrap_servers], topic=None, add_config=dict(kafka.client)),
+    )
+    return flow
+
+
+def _tag_shard(keyed: tuple[str, object]) -> object:
+    """Counters rows carry the shard they came from; other rows pass through."""
+    shard, row = keyed
+    if isinstance(row, CountersRow):
+        return CountersRow(shard, row.values)
+    return row

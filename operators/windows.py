@@ -1,0 +1,300 @@
+"""Event-time tumbling windows over pre-aggregated partials, one shard at a time.
+
+Why not Bytewax's ``fold_window``: its watermark is per key and advances with
+system time, so results depend on arrival timing and on the worker count.
+Here a shard holds many keys and tracks the event-time progress of every
+source partition (Flink-style watermarks): the watermark is the slowest busy
+partition's latest event time minus a delay, so a replay at any speed and any
+parallelism closes the same windows with the same contents.
+
+Lifecycle of a window ``[start, end)``:
+
+* items arrive (``on_batch``) and merge into its accumulator;
+* when the watermark passes ``end`` the row is emitted;
+* until the watermark passes ``end + allowed_lateness`` late items merge in
+  and the full row is emitted again (an idempotent overwrite downstream);
+* after that the window is evicted; anything still arriving for it is
+  reported as :class:`LateData` (dead-lettered and counted, never dropped).
+
+Hourly rows are folded from the same partials (merged sketches, exact sums).
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from observatory.operators.stats import StatsAcc, StatsKey, StatsRow, WindowKey
+from observatory.schemas.records import DecodeCounters
+
+NS = 1_000_000_000
+HOUR_NS = 3600 * NS
+
+
+@dataclass(slots=True)
+class ShardInput:
+    """What one source batch sends to one shard: partials plus progress."""
+
+    partition: str  #: source partition id, e.g. ``otlp_spans-3``
+    max_event_ns: int  #: latest event time seen in that partition so far (0: none)
+    caught_up: bool  #: the source partition had nothing more to read
+    stats: list[tuple[WindowKey, StatsAcc]] = field(default_factory=list)
+    counters: DecodeCounters | None = None  #: sent to one shard only, so counted once
+
+
+@dataclass(slots=True, frozen=True)
+class CountersRow:
+    """Running totals of how input was accounted for, kept by one shard."""
+
+    shard: str
+    values: tuple[tuple[str, int], ...]
+
+
+@dataclass(slots=True, frozen=True)
+class LateData:
+    """Calls that arrived after their window was evicted."""
+
+    key: StatsKey
+    window_start: datetime
+    window_seconds: int
+    calls: int
+    cost_usd: float
+    watermark: datetime
+
+
+@dataclass(slots=True)
+class _Partition:
+    max_event_ns: int = 0
+    caught_up: bool = False
+    last_data_s: float = 0.0  # system time of its last data (not persisted meaningfully)
+
+
+@dataclass(slots=True)
+class _State:
+    partitions: dict[str, _Partition] = field(default_factory=dict)
+    minutes: dict[int, dict[StatsKey, StatsAcc]] = field(default_factory=dict)
+    minutes_emitted: set[int] = field(default_factory=set)
+    hours: dict[int, dict[StatsKey, StatsAcc]] = field(default_factory=dict)
+    hours_emitted: set[int] = field(default_factory=set)
+    watermark_ns: int = 0
+    counters: DecodeCounters = field(default_factory=DecodeCounters)
+    late_calls: int = 0
+    corrections: int = 0
+    counters_dirty: bool = False
+
+
+def _utc(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns // NS, tz=UTC)
+
+
+class WindowShard:
+    """The windows of one shard of keys.
+
+    >>> from observatory.schemas.records import LlmCall
+    >>> from observatory.operators.stats import preaggregate
+    >>> shard = WindowShard(window_s=60, watermark_delay_s=0, allowed_lateness_s=60,
+    ...                     partitions=["t-0"])
+    >>> parts = preaggregate([LlmCall(end_ns=10 * NS, model="m")], 60 * NS)
+    >>> shard.on_batch([ShardInput("t-0", 10 * NS, False, list(parts.items()))])
+    []
+    >>> parts = preaggregate([LlmCall(end_ns=70 * NS, model="m")], 60 * NS)
+    >>> rows = shard.on_batch([ShardInput("t-0", 70 * NS, False, list(parts.items()))])
+    >>> [(r.window_seconds, r.bucket.second, r.calls) for r in rows]
+    [(60, 0, 1), (3600, 0, 2)]
+    """
+
+    def __init__(
+        self,
+        *,
+        window_s: int,
+        watermark_delay_s: float,
+        allowed_lateness_s: float,
+        partitions: Iterable[str],
+        idle_timeout_s: float = 5.0,
+        hourly: bool = True,
+        name: str = "shard",
+        resume: bytes | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.window_s = window_s
+        self.window_ns = window_s * NS
+        self.delay_ns = int(watermark_delay_s * NS)
+        self.lateness_ns = int(allowed_lateness_s * NS)
+        self.idle_timeout_s = idle_timeout_s
+        self.hourly = hourly
+        self.name = name
+        self.expected = frozenset(partitions)
+        self._clock = clock
+        self._counters_at = 0.0
+        self.state: _State = pickle.loads(resume) if resume else _State()
+        now = clock()
+        for part in self.state.partitions.values():
+            # System time does not survive a restart: treat every partition as fresh.
+            part.last_data_s = now
+
+    # --- watermark --------------------------------------------------------------
+
+    def _observe(self, item: ShardInput, now: float) -> None:
+        part = self.state.partitions.get(item.partition)
+        if part is None:
+            part = self.state.partitions[item.partition] = _Partition(last_data_s=now)
+        if item.max_event_ns > part.max_event_ns:
+            part.max_event_ns = item.max_event_ns
+            part.last_data_s = now
+        part.caught_up = item.caught_up
+
+    def _compute_watermark(self, now: float) -> int:
+        parts = self.state.partitions
+        if any(p not in parts for p in self.expected):
+            return self.state.watermark_ns  # wait until every partition has reported
+        busy = [
+            p.max_event_ns
+            for p in parts.values()
+            if not (p.caught_up and now - p.last_data_s >= self.idle_timeout_s)
+        ]
+        if busy:
+            candidate = min(busy) - self.delay_ns
+        else:
+            # Everything is idle: let system time push the last windows out.
+            latest = max((p.max_event_ns for p in parts.values()), default=0)
+            if latest == 0:
+                return self.state.watermark_ns
+            quiet_s = now - max(p.last_data_s for p in parts.values())
+            candidate = latest - self.delay_ns + int(quiet_s * NS)
+        return max(candidate, self.state.watermark_ns)
+
+    # --- the operator's callbacks ----------------------------------------------------
+
+    def on_batch(self, items: list[ShardInput]) -> list[StatsRow | LateData | CountersRow]:
+        now = self._clock()
+        out: list[StatsRow | LateData] = []
+        for item in items:
+            self._observe(item, now)
+            if item.counters is not None:
+                self.state.counters.add(item.counters)
+                self.state.counters_dirty = True
+            for window_key, acc in item.stats:
+                self._merge(window_key, acc, out)
+        self._advance(self._compute_watermark(now), out)
+        self._emit_counters(out)
+        return out
+
+    def on_notify(self) -> list[StatsRow | LateData]:
+        out: list[StatsRow | LateData] = []
+        self._advance(self._compute_watermark(self._clock()), out)
+        return out
+
+    def on_eof(self) -> list[StatsRow | LateData]:
+        """The input is exhausted (``--stop-at-end``): close every window."""
+        out: list[StatsRow | LateData] = []
+        self._advance(2**62, out)
+        self._emit_counters(out, force=True)
+        return out
+
+    def notify_at(self) -> datetime | None:
+        if self.state.minutes or self.state.hours:
+            return datetime.fromtimestamp(self._clock() + 1.0, tz=UTC)
+        return None
+
+    def snapshot(self) -> bytes:
+        # Pickled bytes are an immutable copy, as Bytewax requires.
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def is_empty(self) -> bool:
+        return not (self.state.minutes or self.state.hours)
+
+    # --- internals --------------------------------------------------------------------
+
+    def _emit_counters(self, out: list, force: bool = False) -> None:
+        state = self.state
+        now = self._clock()
+        # At most once a second: these are progress figures, not per-batch data.
+        if not force and (not state.counters_dirty or now - self._counters_at < 1.0):
+            return
+        self._counters_at = now
+        state.counters_dirty = False
+        c = state.counters
+        values = (
+            ("records", c.records),
+            ("spans", c.spans),
+            ("spans_normalized", c.normalized),
+            ("spans_skipped_non_genai", c.skipped_non_genai),
+            ("spans_dead_lettered", c.dead_lettered_spans),
+            ("records_dead_lettered", c.dead_lettered_records),
+            ("late_calls_dead_lettered", state.late_calls),
+            ("late_corrections", state.corrections),
+        )
+        out.append(CountersRow(self.name, values))
+
+    def _merge(self, window_key: WindowKey, acc: StatsAcc, out: list) -> None:
+        key, start = window_key
+        state = self.state
+        end = start + self.window_ns
+        watermark = state.watermark_ns
+        if end + self.lateness_ns <= watermark and start not in state.minutes:
+            state.late_calls += acc.calls
+            state.counters_dirty = True
+            out.append(
+                LateData(key, _utc(start), self.window_s, acc.calls, acc.cost_usd, _utc(watermark))
+            )
+            return
+        window = state.minutes.setdefault(start, {})
+        current = window.get(key)
+        if current is None:
+            window[key] = acc
+        else:
+            current.merge(acc)
+        hour_start = start - start % HOUR_NS
+        if self.hourly:
+            hour = state.hours.setdefault(hour_start, {})
+            hourly = hour.get(key)
+            if hourly is None:
+                hour[key] = acc.copy()
+            else:
+                hourly.merge(acc)
+        if start in state.minutes_emitted:
+            # A correction inside the allowed lateness: re-emit the whole row.
+            state.corrections += 1
+            state.counters_dirty = True
+            out.append(StatsRow.from_acc(key, start, self.window_s, window[key]))
+            if self.hourly:
+                out.append(StatsRow.from_acc(
+                    key, hour_start, 3600, state.hours[hour_start][key], hourly=True
+                ))
+
+    def _advance(self, watermark: int, out: list) -> None:
+        state = self.state
+        state.watermark_ns = max(state.watermark_ns, watermark)
+        watermark = state.watermark_ns
+        for start in sorted(state.minutes):
+            end = start + self.window_ns
+            if end > watermark:
+                break
+            if start not in state.minutes_emitted:
+                state.minutes_emitted.add(start)
+                hour_start = start - start % HOUR_NS
+                for key, acc in state.minutes[start].items():
+                    out.append(StatsRow.from_acc(key, start, self.window_s, acc))
+                    if self.hourly:
+                        # The hour so far; the final value follows when the hour closes.
+                        hourly = state.hours[hour_start][key]
+                        out.append(StatsRow.from_acc(key, hour_start, 3600, hourly, hourly=True))
+            if end + self.lateness_ns <= watermark:
+                del state.minutes[start]
+                state.minutes_emitted.discard(start)
+        for hour_start in sorted(state.hours):
+            end = hour_start + HOUR_NS
+            if end > watermark:
+                break
+            if hour_start not in state.hours_emitted:
+                state.hours_emitted.add(hour_start)
+                for key, acc in state.hours[hour_start].items():
+                    out.append(StatsRow.from_acc(key, hour_start, 3600, acc, hourly=True))
+            # An hour is evicted only after its last minute window is.
+            last_minute = end - self.window_ns
+            if end + self.lateness_ns <= watermark and last_minute not in state.minutes:
+                del state.hours[hour_start]
+                state.hours_emitted.discard(hour_start)
