@@ -241,7 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, UserError) as exc:
-        print(f"observatory: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"observatory: {line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("observatory: interrupted", file=sys.stderr)

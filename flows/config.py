@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ENV_BOOTSTRAP = "OBSERVATORY_KAFKA_BOOTSTRAP"
 ENV_DATABASE_URL = "OBSERVATORY_DATABASE_URL"
@@ -81,13 +81,19 @@ class PipelineConfig(_Section):
     #: Recovery partitions = the most workers you will ever run in total.
     recovery_partitions: int = Field(default=8, ge=1, le=1024)
     snapshot_interval_seconds: float = Field(default=10.0, gt=0)
+    #: A session ends this long (event time) after its last span.
+    session_timeout_seconds: float = Field(default=900.0, gt=0)
+    #: Live sessions kept per shard; past it the least recently seen is ended early.
+    max_sessions_per_shard: int = Field(default=200_000, ge=1)
     #: Drop chunks older than this many days (null keeps everything).
     retention_days: int | None = Field(default=None, ge=1)
-    @model_validator(mode="after")
-    def _window_divides_hour(self) -> PipelineConfig:
-        if 3600 % self.window_seconds:
-            raise ValueError("window_seconds must divide 3600 so minute rows roll up into hours")
-        return self
+
+    @field_validator("window_seconds")
+    @classmethod
+    def _window_divides_hour(cls, value: int) -> int:
+        if 3600 % value:
+            raise ValueError("must divide 3600, so that windows roll up into hours")
+        return value
 
 
 class IngestConfig(_Section):
@@ -139,7 +145,7 @@ class Config(_Section):
 
 def _format_error(error: dict[str, Any]) -> str:
     field = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    message = error["msg"]
+    message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown field"
     return f"{field}: {message}"
@@ -185,7 +191,9 @@ def load_config(path: str | Path | None, *, env: dict[str, str] | None = None) -
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(
+            f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"
+        ) from None
     return parse_config(raw, source=str(path), env=env)
 
 

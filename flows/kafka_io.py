@@ -41,7 +41,12 @@ def client_config(bootstrap: str, extra: dict[str, str | int | bool] | None = No
 
 def check_topics(config: dict, topics: Iterable[str], timeout_s: float) -> dict[str, int]:
     """Partition count of each topic; raises :class:`KafkaUnavailable` with one clear line."""
-    admin = AdminClient({**config, "socket.connection.setup.timeout.ms": int(timeout_s * 1000)})
+    # librdkafka's own connection errors go to our debug log: the one line we
+    # raise says what is wrong.
+    admin = AdminClient(
+        {**config, "socket.connection.setup.timeout.ms": int(timeout_s * 1000)},
+        logger=logging.getLogger("observatory.kafka.client"),
+    )
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
@@ -82,7 +87,11 @@ class _BatchPartition(StatefulSourcePartition[RecordBatch, int]):
         self._offset = resume_offset if resume_offset is not None else low
         self._end = high if stop_at_end else None
         self._consumer.assign(
-            [TopicPartition(topic, partition, self._offset if self._offset >= 0 else OFFSET_BEGINNING)]
+            [
+                TopicPartition(
+                    topic, partition, self._offset if self._offset >= 0 else OFFSET_BEGINNING
+                )
+            ]
         )
         self._reported = False
         self._was_caught_up = False
@@ -117,14 +126,27 @@ class _BatchPartition(StatefulSourcePartition[RecordBatch, int]):
                 )
             )
             self._offset = offset + 1
-        caught_up = not records
+        # "Caught up" must mean at the end of the log, not "this poll was empty":
+        # a fetch still in flight also returns nothing, and a backlogged partition
+        # wrongly reported idle would let the watermark run ahead of its data.
+        caught_up = not records and self._at_end()
         # Sleep a little when there was nothing, instead of spinning.
-        self._awake = datetime.now(UTC) + _IDLE_POLL if caught_up else None
+        self._awake = datetime.now(UTC) + _IDLE_POLL if not records else None
         if records or not self._reported or caught_up != self._was_caught_up:
             self._reported = True
             self._was_caught_up = caught_up
             return [RecordBatch(self._part_id, records, caught_up)]
         return []
+
+    def _at_end(self) -> bool:
+        try:
+            _, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self._topic, self._partition), timeout=5
+            )
+        except KafkaException as exc:
+            log.warning("Kafka %s: cannot read the end offset: %s", self._part_id, exc)
+            return False
+        return self._offset >= high
 
     def next_awake(self) -> datetime | None:
         return self._awake

@@ -1,9 +1,9 @@
 """The main dataflow: Kafka OTLP records → windows → TimescaleDB, bad input → dead letters.
 
-    read_otlp_records → decode_normalize_price_preaggregate
-        ├─ route_partials_to_shards → aggregate_event_time_windows ─┬─ upsert_into_timescaledb
-        │                                                         └─ (late data) ┐
-        └─ collect_dead_letters ──────────────────────────────────────────────────┴─ write_dead_letters
+read_otlp_records → decode_normalize_price_preaggregate
+    ├─ route_partials_to_shards → aggregate_event_time_windows ─┬─ upsert_into_timescaledb
+    │                                                         └─ (late data) ┐
+    └─ collect_dead_letters ──────────────────────────────────────────────────┴─ write_dead_letters
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ class _ShardLogic(StatefulBatchLogic[ShardInput, object, bytes]):
 def _late_to_dead_letter(late: LateData, topic: str) -> KafkaSinkMessage:
     body = {
         "reason": "too_late",
-        "key": dict(zip(("tenant", "service", "provider", "model", "operation"), late.key, strict=True)),
+        "key": dict(
+            zip(("tenant", "service", "provider", "model", "operation"), late.key, strict=True)
+        ),
         "window_start": late.window_start.isoformat(),
         "window_seconds": late.window_seconds,
         "calls": late.calls,
@@ -112,6 +114,8 @@ def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
                 allowed_lateness_s=pipeline.allowed_lateness_seconds,
                 idle_timeout_s=pipeline.idle_partition_seconds,
                 partitions=partitions,
+                session_timeout_s=pipeline.session_timeout_seconds,
+                max_sessions=pipeline.max_sessions_per_shard,
                 resume=resume,
             )
         )

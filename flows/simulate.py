@@ -86,7 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--end", type=float, default=None, help="event time of the end (epoch s; default now)"
     )
     parser.add_argument("--tenants", type=int, default=3)
-    parser.add_argument("--encoding", choices=["otlp_proto", "otlp_json", "mixed"], default="otlp_proto")
+    parser.add_argument(
+        "--encoding", choices=["otlp_proto", "otlp_json", "mixed"], default="otlp_proto"
+    )
     parser.add_argument(
         "--dialects", default=",".join(DIALECTS), help=f"comma-separated subset of {DIALECTS}"
     )
@@ -95,7 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--non-genai-rate", type=float, default=0.05, help="extra plain HTTP spans")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--topic", default=None, help="default: kafka.topics.spans")
-    parser.add_argument("--ground-truth", default=None, help="directory for calls.csv.gz + summary.json")
+    parser.add_argument(
+        "--ground-truth", default=None, help="directory for calls.csv.gz + summary.json"
+    )
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -177,7 +181,9 @@ class Simulator:
         session_start = t
         made = 0
         root = tracer.start_span(
-            f"invoke_agent {agent}", kind=SpanKind.INTERNAL, start_time=t,
+            f"invoke_agent {agent}",
+            kind=SpanKind.INTERNAL,
+            start_time=t,
             attributes=self._agent_attrs(dialect, agent, session_id),
         )
         for _ in range(steps):
@@ -187,18 +193,32 @@ class Simulator:
             cached = int(input_tokens * rng.choice((0, 0, 0.3, 0.6)))
             error = rng.random() < 0.02
             call = LlmCall(
-                end_ns=t + duration, duration_ms=duration / 1e6, tenant=tenant, service=service,
-                environment="prod", provider=provider, model=model, operation="chat",
-                agent=agent, session_id=session_id, input_tokens=input_tokens,
-                output_tokens=output_tokens, cached_input_tokens=cached,
+                end_ns=t + duration,
+                duration_ms=duration / 1e6,
+                tenant=tenant,
+                service=service,
+                environment="prod",
+                provider=provider,
+                model=model,
+                operation="chat",
+                agent=agent,
+                session_id=session_id,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cached_input_tokens=cached,
                 ttft_ms=round(duration / 1e6 * 0.3, 3) if dialect == "otel" else None,
                 is_error=error,
-                error_type=("timeout" if dialect in ("otel", "openlit") else "error") if error else "",
+                error_type=("timeout" if dialect in ("otel", "openlit") else "error")
+                if error
+                else "",
             )
             self.prices.apply(call)
             with_parent = _context_of(root)
             span = tracer.start_span(
-                f"chat {model}", context=with_parent, kind=SpanKind.CLIENT, start_time=t,
+                f"chat {model}",
+                context=with_parent,
+                kind=SpanKind.CLIENT,
+                start_time=t,
                 attributes=self._llm_attrs(dialect, call),
             )
             if error:
@@ -209,22 +229,35 @@ class Simulator:
             call.trace_id = format(span.get_span_context().trace_id, "032x")
             call.span_id = format(span.get_span_context().span_id, "016x")
             self.truth.append(call)
-            self.summary.calls_by_dialect[dialect] = self.summary.calls_by_dialect.get(dialect, 0) + 1
+            self.summary.calls_by_dialect[dialect] = (
+                self.summary.calls_by_dialect.get(dialect, 0) + 1
+            )
             made += 1
             t = call.end_ns + int(rng.uniform(5, 50) * 1e6)
             if rng.random() < 0.6:
                 t = self._tool_span(tracer, root, dialect, tenant, service, agent, session_id, t)
             if rng.random() < self.non_genai_rate:
-                http = tracer.start_span("GET /v1/users", context=with_parent, start_time=t,
-                                         attributes={"http.request.method": "GET",
-                                                     "url.path": "/v1/users"})
+                http = tracer.start_span(
+                    "GET /v1/users",
+                    context=with_parent,
+                    start_time=t,
+                    attributes={"http.request.method": "GET", "url.path": "/v1/users"},
+                )
                 http.end(end_time=t + int(20e6))
                 self.summary.non_genai_spans += 1
         root.end(end_time=t)
         self.truth.append(
-            LlmCall(end_ns=t, duration_ms=(t - session_start) / 1e6, tenant=tenant, service=service, environment="prod",
-                    operation="invoke_agent", agent=agent, session_id=session_id,
-                    trace_id=format(root.get_span_context().trace_id, "032x"))
+            LlmCall(
+                end_ns=t,
+                duration_ms=(t - session_start) / 1e6,
+                tenant=tenant,
+                service=service,
+                environment="prod",
+                operation="invoke_agent",
+                agent=agent,
+                session_id=session_id,
+                trace_id=format(root.get_span_context().trace_id, "032x"),
+            )
         )
         return made
 
@@ -232,15 +265,26 @@ class Simulator:
         tool = self.rng.choice(TOOLS)
         duration = int(self.rng.lognormvariate(math.log(120), 0.8) * 1e6)
         span = tracer.start_span(
-            f"execute_tool {tool}", context=_context_of(root), kind=SpanKind.INTERNAL,
-            start_time=t, attributes=self._tool_attrs(dialect, tool, session_id),
+            f"execute_tool {tool}",
+            context=_context_of(root),
+            kind=SpanKind.INTERNAL,
+            start_time=t,
+            attributes=self._tool_attrs(dialect, tool, session_id),
         )
         span.end(end_time=t + duration)
         self.truth.append(
-            LlmCall(end_ns=t + duration, duration_ms=duration / 1e6, tenant=tenant,
-                    service=service, environment="prod", operation="execute_tool", agent=agent,
-                    tool=tool, session_id=session_id,
-                    trace_id=format(span.get_span_context().trace_id, "032x"))
+            LlmCall(
+                end_ns=t + duration,
+                duration_ms=duration / 1e6,
+                tenant=tenant,
+                service=service,
+                environment="prod",
+                operation="execute_tool",
+                agent=agent,
+                tool=tool,
+                session_id=session_id,
+                trace_id=format(span.get_span_context().trace_id, "032x"),
+            )
         )
         return t + duration + int(self.rng.uniform(1, 10) * 1e6)
 
@@ -249,46 +293,77 @@ class Simulator:
     @staticmethod
     def _agent_attrs(dialect: str, agent: str, session_id: str) -> dict:
         if dialect == "openinference":
-            return {"openinference.span.kind": "AGENT", "agent.name": agent, "session.id": session_id}
+            return {
+                "openinference.span.kind": "AGENT",
+                "agent.name": agent,
+                "session.id": session_id,
+            }
         if dialect == "openllmetry":
-            return {"traceloop.span.kind": "agent", "traceloop.entity.name": agent,
-                    "traceloop.association.properties.session_id": session_id}
+            return {
+                "traceloop.span.kind": "agent",
+                "traceloop.entity.name": agent,
+                "traceloop.association.properties.session_id": session_id,
+            }
         if dialect == "langfuse":
-            return {"langfuse.observation.type": "agent", "gen_ai.agent.name": agent,
-                    "langfuse.session.id": session_id}
+            return {
+                "langfuse.observation.type": "agent",
+                "gen_ai.agent.name": agent,
+                "langfuse.session.id": session_id,
+            }
         if dialect == "openlit":
-            return {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent,
-                    "gen_ai.agent.session_id": session_id}
-        return {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent,
-                "gen_ai.conversation.id": session_id}
+            return {
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.name": agent,
+                "gen_ai.agent.session_id": session_id,
+            }
+        return {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": agent,
+            "gen_ai.conversation.id": session_id,
+        }
 
     @staticmethod
     def _tool_attrs(dialect: str, tool: str, session_id: str) -> dict:
         if dialect == "openinference":
             return {"openinference.span.kind": "TOOL", "tool.name": tool, "session.id": session_id}
         if dialect == "openllmetry":
-            return {"traceloop.span.kind": "tool", "traceloop.entity.name": tool,
-                    "traceloop.association.properties.session_id": session_id}
+            return {
+                "traceloop.span.kind": "tool",
+                "traceloop.entity.name": tool,
+                "traceloop.association.properties.session_id": session_id,
+            }
         if dialect == "langfuse":
-            return {"langfuse.observation.type": "tool", "gen_ai.tool.name": tool,
-                    "langfuse.session.id": session_id}
+            return {
+                "langfuse.observation.type": "tool",
+                "gen_ai.tool.name": tool,
+                "langfuse.session.id": session_id,
+            }
         if dialect == "openlit":
-            return {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
-                    "gen_ai.agent.session_id": session_id}
-        return {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
-                "gen_ai.conversation.id": session_id}
+            return {
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": tool,
+                "gen_ai.agent.session_id": session_id,
+            }
+        return {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": tool,
+            "gen_ai.conversation.id": session_id,
+        }
 
     @staticmethod
     def _llm_attrs(dialect: str, call: LlmCall) -> dict:
         legacy_provider = {"x_ai": "xai"}.get(call.provider, call.provider)
         if dialect == "otel":
             attrs = {
-                "gen_ai.operation.name": "chat", "gen_ai.provider.name": call.provider,
-                "gen_ai.request.model": call.model, "gen_ai.response.model": call.model,
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": call.provider,
+                "gen_ai.request.model": call.model,
+                "gen_ai.response.model": call.model,
                 "gen_ai.usage.input_tokens": call.input_tokens,
                 "gen_ai.usage.output_tokens": call.output_tokens,
                 "gen_ai.usage.cache_read.input_tokens": call.cached_input_tokens,
-                "gen_ai.conversation.id": call.session_id, "gen_ai.agent.name": call.agent,
+                "gen_ai.conversation.id": call.session_id,
+                "gen_ai.agent.name": call.agent,
                 "gen_ai.response.finish_reasons": ["stop"],
             }
             if call.ttft_ms is not None:
@@ -296,7 +371,8 @@ class Simulator:
             return attrs
         if dialect == "otel_deprecated":
             return {
-                "gen_ai.system": legacy_provider, "gen_ai.request.model": call.model,
+                "gen_ai.system": legacy_provider,
+                "gen_ai.request.model": call.model,
                 "gen_ai.usage.prompt_tokens": call.input_tokens,
                 "gen_ai.usage.completion_tokens": call.output_tokens,
                 "gen_ai.usage.cache_read_input_tokens": call.cached_input_tokens,
@@ -304,8 +380,10 @@ class Simulator:
             }
         if dialect == "openllmetry":
             return {
-                "gen_ai.system": legacy_provider, "llm.request.type": "chat",
-                "gen_ai.request.model": call.model, "gen_ai.response.model": call.model,
+                "gen_ai.system": legacy_provider,
+                "llm.request.type": "chat",
+                "gen_ai.request.model": call.model,
+                "gen_ai.response.model": call.model,
                 "gen_ai.usage.prompt_tokens": call.input_tokens,
                 "gen_ai.usage.completion_tokens": call.output_tokens,
                 "llm.usage.total_tokens": call.input_tokens + call.output_tokens,
@@ -314,9 +392,13 @@ class Simulator:
             }
         if dialect == "openinference":
             attrs = {
-                "openinference.span.kind": "LLM", "llm.model_name": call.model,
-                "llm.provider": {"gcp.gemini": "google", "mistral_ai": "mistralai",
-                                 "x_ai": "xai"}.get(call.provider, call.provider),
+                "openinference.span.kind": "LLM",
+                "llm.model_name": call.model,
+                "llm.provider": {
+                    "gcp.gemini": "google",
+                    "mistral_ai": "mistralai",
+                    "x_ai": "xai",
+                }.get(call.provider, call.provider),
                 "llm.token_count.prompt": call.input_tokens,
                 "llm.token_count.completion": call.output_tokens,
                 "llm.token_count.total": call.input_tokens + call.output_tokens,
@@ -328,7 +410,8 @@ class Simulator:
             return attrs
         if dialect == "openlit":
             attrs = {
-                "gen_ai.operation.name": "chat", "gen_ai.system": legacy_provider,
+                "gen_ai.operation.name": "chat",
+                "gen_ai.system": legacy_provider,
                 "gen_ai.request.model": call.model,
                 "gen_ai.usage.input_tokens": call.input_tokens,
                 "gen_ai.usage.output_tokens": call.output_tokens,
@@ -340,9 +423,12 @@ class Simulator:
                 attrs["gen_ai.usage.cost"] = call.cost_usd
             return attrs
         # langfuse: usage and cost as JSON objects, provider implied by the model
-        usage = {"input": call.input_tokens, "output": call.output_tokens,
-                 "total": call.input_tokens + call.output_tokens,
-                 "cache_read_input_tokens": call.cached_input_tokens}
+        usage = {
+            "input": call.input_tokens,
+            "output": call.output_tokens,
+            "total": call.input_tokens + call.output_tokens,
+            "cache_read_input_tokens": call.cached_input_tokens,
+        }
         attrs = {
             "langfuse.observation.type": "generation",
             "langfuse.observation.model.name": call.model,
@@ -416,17 +502,38 @@ def make_records(
 def write_ground_truth(directory: Path, calls: list[LlmCall], summary: Summary) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     columns = [
-        "end_ns", "duration_ms", "trace_id", "tenant", "service", "provider", "model",
-        "operation", "agent", "tool", "session_id", "input_tokens", "output_tokens",
-        "cached_input_tokens", "reasoning_tokens", "cost_usd", "ttft_ms", "is_error",
+        "end_ns",
+        "duration_ms",
+        "trace_id",
+        "tenant",
+        "service",
+        "provider",
+        "model",
+        "operation",
+        "agent",
+        "tool",
+        "session_id",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "reasoning_tokens",
+        "cost_usd",
+        "ttft_ms",
+        "is_error",
     ]
     with gzip.open(directory / "calls.csv.gz", "wt", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for call in calls:
             writer.writerow(
-                ["" if getattr(call, c) is None else repr(getattr(call, c))
-                 if isinstance(getattr(call, c), float) else getattr(call, c) for c in columns]
+                [
+                    ""
+                    if getattr(call, c) is None
+                    else repr(getattr(call, c))
+                    if isinstance(getattr(call, c), float)
+                    else getattr(call, c)
+                    for c in columns
+                ]
             )
     (directory / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
 
@@ -441,27 +548,42 @@ def run_simulation(config, args: argparse.Namespace) -> int:
     dialects = [d.strip() for d in args.dialects.split(",") if d.strip()]
     unknown = sorted(set(dialects) - set(DIALECTS))
     if unknown:
-        print(f"observatory simulate: unknown dialect(s) {unknown}; choose from {DIALECTS}",
-              file=sys.stderr)
+        print(
+            f"observatory simulate: unknown dialect(s) {unknown}; choose from {DIALECTS}",
+            file=sys.stderr,
+        )
         return 2
     topic = args.topic or config.kafka.topics.spans
     prices = make_decoder(config, topic).prices
     sim = Simulator(
-        calls=args.calls, start_ns=int((end_s - args.minutes * 60) * NS), end_ns=int(end_s * NS),
-        tenants=args.tenants, dialects=dialects, seed=args.seed,
-        non_genai_rate=args.non_genai_rate, prices=prices,
+        calls=args.calls,
+        start_ns=int((end_s - args.minutes * 60) * NS),
+        end_ns=int(end_s * NS),
+        tenants=args.tenants,
+        dialects=dialects,
+        seed=args.seed,
+        non_genai_rate=args.non_genai_rate,
+        prices=prices,
     )
     started = time.monotonic()
     spans = sim.generate()
     sim.summary.genai_spans = len(sim.truth)
     producer = Producer(
-        {**client_config(config.kafka.bootstrap_servers, config.kafka.client),
-         "linger.ms": 20, "compression.type": "lz4", "message.max.bytes": 10_000_000}
+        {
+            **client_config(config.kafka.bootstrap_servers, config.kafka.client),
+            "linger.ms": 20,
+            "compression.type": "lz4",
+            "message.max.bytes": 10_000_000,
+        }
     )
     progress = None if args.quiet else _progress(len(spans))
     for value, headers, n_spans in make_records(
-        spans, sim.rng, encoding=args.encoding, max_spans=args.max_spans_per_record,
-        malformed_rate=args.malformed_rate, summary=sim.summary,
+        spans,
+        sim.rng,
+        encoding=args.encoding,
+        max_spans=args.max_spans_per_record,
+        malformed_rate=args.malformed_rate,
+        summary=sim.summary,
     ):
         while True:
             try:

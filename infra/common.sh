@@ -12,6 +12,7 @@
 #   OBSERVATORY_KAFKA_HEAP             broker JVM heap flags (default "-Xms256m -Xmx768m")
 #   OBSERVATORY_KAFKA_START_TIMEOUT    seconds `kafka.sh start` waits for the broker (default 60)
 #   OBSERVATORY_PG_PORT                PostgreSQL port on 127.0.0.1           (default 5433)
+#   OBSERVATORY_PG_EXTRA_DATABASES     more databases set up like `observatory` (default observatory_test)
 #   JAVA_HOME                          JDK/JRE (>= 17) to run Kafka with (default: `java` on PATH)
 
 INFRA_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,16 +27,20 @@ REPO_ROOT="$(cd "$INFRA_DIR/.." && pwd)"
 : "${OBSERVATORY_KAFKA_START_TIMEOUT:=60}"
 : "${OBSERVATORY_PG_PORT:=5433}"
 
+# The postgres user may need to traverse the infra home (see timescaledb.sh), so
+# a restrictive umask must not decide where pgdata ends up: the dirs we create
+# get mode 755 explicitly. A pre-existing infra home is left as it is.
+if [[ ! -d $OBSERVATORY_INFRA_HOME ]]; then
+  mkdir -p "$OBSERVATORY_INFRA_HOME"
+  chmod 755 "$OBSERVATORY_INFRA_HOME"
+fi
 # Resolve to an absolute path once, so pid files, configs and the postgres user
 # (which runs with cwd=/) all agree on the same location.
-mkdir -p "$OBSERVATORY_INFRA_HOME"
 INFRA_HOME="$(cd "$OBSERVATORY_INFRA_HOME" && pwd)"
 LOG_DIR="$INFRA_HOME/logs"
 RUN_DIR="$INFRA_HOME/run"
 mkdir -p "$LOG_DIR" "$RUN_DIR"
-# Other users (postgres) may need to traverse these; a restrictive umask must not
-# silently change where pgdata ends up (see timescaledb.sh), so set modes explicitly.
-chmod 755 "$INFRA_HOME" "$LOG_DIR" "$RUN_DIR"
+chmod 755 "$LOG_DIR" "$RUN_DIR"
 
 # ---------------------------------------------------------------- output
 

@@ -8,6 +8,7 @@
 #   timescaledb.sh stop      stop our cluster; no error if not running
 #   timescaledb.sh status    exit 0 if our cluster runs and accepts connections
 #   timescaledb.sh version   print "PostgreSQL X / TimescaleDB Y" of the running cluster
+#   timescaledb.sh url       print the application's connection URL
 #
 # Where TimescaleDB comes from:
 #   Debian 13 (trixie) packages it: postgresql-17 + postgresql-17-timescaledb.
@@ -21,6 +22,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 PG_PORT=$OBSERVATORY_PG_PORT
 PG_SUPERUSER=postgres
 DB_NAME=observatory
+# Extra databases set up the same way (the test suite uses its own, so that
+# `make test` never touches what `make demo` or a user wrote).
+: "${OBSERVATORY_PG_EXTRA_DATABASES:=observatory_test}"
 DB_USER=observatory
 DB_PASSWORD=observatory
 DATABASE_URL="postgresql://$DB_USER:$DB_PASSWORD@127.0.0.1:$PG_PORT/$DB_NAME"
@@ -283,20 +287,28 @@ bootstrap_db() {
     log "creating role $DB_USER"
     psql_super -d postgres -c "CREATE ROLE $DB_USER LOGIN PASSWORD '$DB_PASSWORD'"
   fi
-  q=$(psql_super -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")
+  local db
+  for db in $DB_NAME $OBSERVATORY_PG_EXTRA_DATABASES; do
+    bootstrap_one_db "$db"
+  done
+}
+
+bootstrap_one_db() {
+  local db=$1 q
+  q=$(psql_super -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'")
   if [[ -z $q ]]; then
-    log "creating database $DB_NAME"
-    psql_super -d postgres -c "CREATE DATABASE $DB_NAME OWNER $DB_USER"
+    log "creating database $db"
+    psql_super -d postgres -c "CREATE DATABASE \"$db\" OWNER $DB_USER"
   fi
   # After a TimescaleDB upgrade the catalog must be updated before first use;
   # ALTER EXTENSION ... UPDATE has to be the first statement of its session.
-  q=$(psql_super -d "$DB_NAME" -tAc "SELECT installed_version IS NOT NULL AND installed_version <> default_version
-                                     FROM pg_available_extensions WHERE name = 'timescaledb'")
+  q=$(psql_super -d "$db" -tAc "SELECT installed_version IS NOT NULL AND installed_version <> default_version
+                                FROM pg_available_extensions WHERE name = 'timescaledb'")
   if [[ $q == t ]]; then
-    log "updating the timescaledb extension in $DB_NAME"
-    psql_super -d "$DB_NAME" -c "ALTER EXTENSION timescaledb UPDATE"
+    log "updating the timescaledb extension in $db"
+    psql_super -d "$db" -c "ALTER EXTENSION timescaledb UPDATE"
   fi
-  psql_super -d "$DB_NAME" -c "SET client_min_messages = warning" \
+  psql_super -d "$db" -c "SET client_min_messages = warning" \
     -c "CREATE EXTENSION IF NOT EXISTS timescaledb"
 }
 

@@ -11,6 +11,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from observatory.operators.sessions import SessionPartial, session_partials
 from observatory.operators.stats import StatsAcc, WindowKey, preaggregate
 from observatory.operators.windows import ShardInput
 from observatory.schemas.otlp import TraceDecoder
@@ -29,6 +30,7 @@ class DecodedBatch:
     caught_up: bool
     max_event_ns: int = 0
     partials: dict[WindowKey, StatsAcc] = field(default_factory=dict)
+    sessions: dict[str, SessionPartial] = field(default_factory=dict)
     calls: list[LlmCall] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     counters: DecodeCounters = field(default_factory=DecodeCounters)
@@ -50,6 +52,7 @@ def decode_batch(
     if calls:
         out.max_event_ns = max(call.end_ns for call in calls)
         out.partials = preaggregate(calls, window_ns)
+        out.sessions = session_partials(calls)
     if keep_calls:
         out.calls = calls
     return out
@@ -74,6 +77,9 @@ def route_to_shards(decoded: DecodedBatch, shards: int) -> Iterator[tuple[str, S
     per_shard: list[list[tuple[WindowKey, StatsAcc]]] = [[] for _ in range(shards)]
     for window_key, acc in decoded.partials.items():
         per_shard[shard_of(window_key[0], shards)].append((window_key, acc))
+    sessions: list[list[tuple[str, SessionPartial]]] = [[] for _ in range(shards)]
+    for key, part in decoded.sessions.items():
+        sessions[shard_of((key,), shards)].append((key, part))
     for index in range(shards):
         yield (
             shard_name(index),
@@ -83,5 +89,6 @@ def route_to_shards(decoded: DecodedBatch, shards: int) -> Iterator[tuple[str, S
                 decoded.caught_up,
                 per_shard[index],
                 decoded.counters if index == 0 else None,
+                sessions[index],
             ),
         )

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from observatory.operators.sessions import SessionPartial, SessionRow, SessionTracker
 from observatory.operators.stats import StatsAcc, StatsKey, StatsRow, WindowKey
 from observatory.schemas.records import DecodeCounters
 
@@ -43,6 +44,7 @@ class ShardInput:
     caught_up: bool  #: the source partition had nothing more to read
     stats: list[tuple[WindowKey, StatsAcc]] = field(default_factory=list)
     counters: DecodeCounters | None = None  #: sent to one shard only, so counted once
+    sessions: list[tuple[str, SessionPartial]] = field(default_factory=list)
 
 
 @dataclass(slots=True, frozen=True)
@@ -84,6 +86,8 @@ class _State:
     late_calls: int = 0
     corrections: int = 0
     counters_dirty: bool = False
+    sessions: SessionTracker = field(default_factory=SessionTracker)
+    sessions_at_window: int = -1  # the window index at which sessions were last emitted
 
 
 def _utc(ns: int) -> datetime:
@@ -115,6 +119,8 @@ class WindowShard:
         partitions: Iterable[str],
         idle_timeout_s: float = 5.0,
         hourly: bool = True,
+        session_timeout_s: float = 1800.0,
+        max_sessions: int = 500_000,
         name: str = "shard",
         resume: bytes | None = None,
         clock: Callable[[], float] = time.time,
@@ -129,7 +135,15 @@ class WindowShard:
         self.expected = frozenset(partitions)
         self._clock = clock
         self._counters_at = 0.0
-        self.state: _State = pickle.loads(resume) if resume else _State()
+        self.state: _State = (
+            pickle.loads(resume)
+            if resume
+            else _State(
+                sessions=SessionTracker(
+                    inactivity_timeout_s=session_timeout_s, max_sessions=max_sessions
+                )
+            )
+        )
         now = clock()
         for part in self.state.partitions.values():
             # System time does not survive a restart: treat every partition as fresh.
@@ -153,7 +167,11 @@ class WindowShard:
         busy = [
             p.max_event_ns
             for p in parts.values()
-            if not (p.caught_up and now - p.last_data_s >= self.idle_timeout_s)
+            if not (
+                p.caught_up
+                # An empty partition holds nothing back; one that had data, for a while.
+                and (p.max_event_ns == 0 or now - p.last_data_s >= self.idle_timeout_s)
+            )
         ]
         if busy:
             candidate = min(busy) - self.delay_ns
@@ -178,6 +196,8 @@ class WindowShard:
                 self.state.counters_dirty = True
             for window_key, acc in item.stats:
                 self._merge(window_key, acc, out)
+            if item.sessions:
+                out.extend(self.state.sessions.merge(item.sessions))
         self._advance(self._compute_watermark(now), out)
         self._emit_counters(out)
         return out
@@ -187,15 +207,27 @@ class WindowShard:
         self._advance(self._compute_watermark(self._clock()), out)
         return out
 
-    def on_eof(self) -> list[StatsRow | LateData]:
-        """The input is exhausted (``--stop-at-end``): close every window."""
-        out: list[StatsRow | LateData] = []
-        self._advance(2**62, out)
+    def on_eof(self) -> list[StatsRow | LateData | SessionRow | CountersRow]:
+        """The input is exhausted (``--stop-at-end``): write every open window and session.
+
+        Nothing is evicted and the watermark does not move, so a later run that
+        resumes from the recovery store carries on from exactly this state.
+        """
+        state = self.state
+        out: list = []
+        for start, window in sorted(state.minutes.items()):
+            state.minutes_emitted.add(start)
+            for key, acc in window.items():
+                out.append(StatsRow.from_acc(key, start, self.window_s, acc))
+        for hour_start, hour in sorted(state.hours.items()):
+            for key, acc in hour.items():
+                out.append(StatsRow.from_acc(key, hour_start, 3600, acc, hourly=True))
+        out.extend(state.sessions.flush())
         self._emit_counters(out, force=True)
         return out
 
     def notify_at(self) -> datetime | None:
-        if self.state.minutes or self.state.hours:
+        if self.state.minutes or self.state.hours or len(self.state.sessions):
             return datetime.fromtimestamp(self._clock() + 1.0, tz=UTC)
         return None
 
@@ -204,7 +236,7 @@ class WindowShard:
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def is_empty(self) -> bool:
-        return not (self.state.minutes or self.state.hours)
+        return not (self.state.minutes or self.state.hours or len(self.state.sessions))
 
     # --- internals --------------------------------------------------------------------
 
@@ -226,6 +258,8 @@ class WindowShard:
             ("records_dead_lettered", c.dead_lettered_records),
             ("late_calls_dead_lettered", state.late_calls),
             ("late_corrections", state.corrections),
+            ("sessions_live", len(state.sessions)),
+            ("sessions_ended", state.sessions.ended),
         )
         out.append(CountersRow(self.name, values))
 
@@ -261,14 +295,21 @@ class WindowShard:
             state.counters_dirty = True
             out.append(StatsRow.from_acc(key, start, self.window_s, window[key]))
             if self.hourly:
-                out.append(StatsRow.from_acc(
-                    key, hour_start, 3600, state.hours[hour_start][key], hourly=True
-                ))
+                out.append(
+                    StatsRow.from_acc(
+                        key, hour_start, 3600, state.hours[hour_start][key], hourly=True
+                    )
+                )
 
     def _advance(self, watermark: int, out: list) -> None:
         state = self.state
         state.watermark_ns = max(state.watermark_ns, watermark)
         watermark = state.watermark_ns
+        # Sessions are written when the watermark enters a new window, not per batch.
+        window_index = watermark // self.window_ns
+        if window_index != state.sessions_at_window:
+            state.sessions_at_window = window_index
+            out.extend(state.sessions.advance(watermark))
         for start in sorted(state.minutes):
             end = start + self.window_ns
             if end > watermark:

@@ -406,7 +406,9 @@ def build_call(
         )
     reasoning = _as_count(_first(attrs, REASONING_TOKENS), "reasoning_tokens", limits)
     if reasoning is None:
-        reasoning = _as_count(usage.get("output_reasoning_tokens"), "usage_details.reasoning", limits)
+        reasoning = _as_count(
+            usage.get("output_reasoning_tokens"), "usage_details.reasoning", limits
+        )
 
     cost = _as_cost(_first(attrs, COST), "cost", limits)
     if cost is None and costs:

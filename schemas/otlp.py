@@ -178,8 +178,10 @@ class TraceDecoder:
     >>> kv = rs.resource.attributes.add(); kv.key = "service.name"; kv.value.string_value = "api"
     >>> span = rs.scope_spans.add().spans.add()
     >>> span.trace_id, span.span_id = b"\\x01" * 16, b"\\x02" * 8
-    >>> span.start_time_unix_nano, span.end_time_unix_nano = 1_750_000_000 * 10**9, 1_750_000_001 * 10**9
-    >>> kv = span.attributes.add(); kv.key = "gen_ai.request.model"; kv.value.string_value = "gpt-4o"
+    >>> span.start_time_unix_nano = 1_750_000_000 * 10**9
+    >>> span.end_time_unix_nano = 1_750_000_001 * 10**9
+    >>> kv = span.attributes.add(); kv.key = "gen_ai.request.model"
+    >>> kv.value.string_value = "gpt-4o"
     >>> kv = span.attributes.add(); kv.key = "gen_ai.usage.input_tokens"; kv.value.int_value = 1000
     >>> result = TraceDecoder().decode(data.SerializeToString(), SourceRef("otlp_spans", 0, 0))
     >>> call = result.calls[0]
@@ -205,9 +207,7 @@ class TraceDecoder:
         self.default_encoding = default_encoding
         self.max_record_bytes = max_record_bytes
         self._now = now
-        self._resource_keys = frozenset(
-            (*self.tenant_keys, "service.name", *dialects.ENVIRONMENT)
-        )
+        self._resource_keys = frozenset((*self.tenant_keys, "service.name", *dialects.ENVIRONMENT))
         self._span_keys = dialects.SPAN_KEYS | frozenset(self.tenant_keys)
 
     # --- entry point ----------------------------------------------------------
@@ -248,9 +248,7 @@ class TraceDecoder:
             raise Reject("oversized_record", f"record is {len(value)} bytes")
         declared = header_encoding(headers)
         sniffed = sniff_encoding(value)
-        expected = declared or (
-            self.default_encoding if self.default_encoding != AUTO else sniffed
-        )
+        expected = declared or (self.default_encoding if self.default_encoding != AUTO else sniffed)
         if expected != sniffed:
             raise Reject(
                 "wrong_encoding",
@@ -486,4 +484,3 @@ class TraceDecoder:
             )
         )
         result.counters.dead_lettered_spans += 1
-

@@ -8,6 +8,7 @@ at-least-once delivery of Bytewax recovery never double counts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -17,6 +18,7 @@ import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg import sql
 
+from observatory.operators.sessions import SessionRow
 from observatory.operators.stats import StatsRow
 from observatory.operators.windows import CountersRow
 from observatory.sinks.base import Backoff, retry
@@ -50,6 +52,10 @@ def _stats_values(row: StatsRow) -> tuple:
     )
 
 
+_SESSION_COLUMNS = tuple(f.name for f in fields(SessionRow))
+AGENT_SESSIONS = TableSpec(
+    "agent_sessions", _SESSION_COLUMNS, ("tenant", "session_id", "started_at")
+)
 PIPELINE_COUNTERS = TableSpec("pipeline_counters", ("name", "worker", "value"), ("name", "worker"))
 
 
@@ -57,6 +63,8 @@ def route(row: Any) -> Iterable[tuple[TableSpec, tuple]]:
     """The table and column values of each database row a record becomes."""
     if isinstance(row, StatsRow):
         yield (LLM_STATS_HOURLY if row.hourly else LLM_STATS), _stats_values(row)
+    elif isinstance(row, SessionRow):
+        yield AGENT_SESSIONS, tuple(getattr(row, name) for name in _SESSION_COLUMNS)
     elif isinstance(row, CountersRow):
         for name, value in row.values:
             yield PIPELINE_COUNTERS, (name, row.shard, value)
@@ -100,10 +108,8 @@ class TimescaleWriter:
     def _drop_connection(self, _exc: BaseException) -> None:
         self.retries += 1
         if self._conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # already broken; nothing more to do
                 self._conn.close()
-            except Exception:  # already broken; nothing more to do
-                pass
         self._conn = None
 
     def close(self) -> None:
@@ -156,9 +162,9 @@ class TimescaleWriter:
                     ).format(stage=stage, target=target)
                 )
                 self._staged.add(spec.table)
-            with cur.copy(sql.SQL("COPY {stage} ({cols}) FROM STDIN").format(
-                stage=stage, cols=columns
-            )) as copy:
+            with cur.copy(
+                sql.SQL("COPY {stage} ({cols}) FROM STDIN").format(stage=stage, cols=columns)
+            ) as copy:
                 for row in values:
                     copy.write_row(row)
             cur.execute(

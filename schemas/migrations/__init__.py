@@ -63,6 +63,8 @@ def apply(conn: psycopg.Connection, *, progress=print) -> list[Migration]:
 def pending(conn: psycopg.Connection) -> list[Migration]:
     exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()[0]
     done = (
-        {row[0] for row in conn.execute("SELECT version FROM schema_migrations")} if exists else set()
+        {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        if exists
+        else set()
     )
     return [m for m in available() if m.version not in done]

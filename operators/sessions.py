@@ -1,0 +1,332 @@
+"""Agent sessions: per conversation (else per trace), tracked live in event time.
+
+Like the windows, sessions are pre-aggregated per batch where the records
+are read (:func:`session_partials`) and merged in the shard that owns the
+session. Tool calls are folded in event-time order once the watermark has
+passed them, so "the longest run of identical consecutive tool calls" does
+not depend on which partition or worker a span came through. A session ends
+when the watermark passes its last span by the inactivity timeout; it is then
+emitted one last time and evicted, so memory is bounded by the number of
+*live* sessions (and a hard cap, which evicts the least recently seen).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from observatory.schemas.records import LlmCall
+
+NS = 1_000_000_000
+_LLM_OPERATIONS = frozenset(("chat", "text_completion", "embeddings"))
+#: Distinct tool names remembered per session (the count stops growing there).
+MAX_DISTINCT_TOOLS = 256
+#: Tool calls waiting for the watermark, per session, before the oldest are folded early.
+MAX_PENDING_TOOL_CALLS = 10_000
+
+
+def session_key(call: LlmCall) -> str:
+    """Sessions are per tenant; a span without a session id is its trace's session."""
+    sid = call.session_id or (f"trace:{call.trace_id}" if call.trace_id else "")
+    return f"{call.tenant}\x1f{sid}" if sid else ""
+
+
+@dataclass(slots=True)
+class SessionPartial:
+    """What one batch saw of one session."""
+
+    tenant: str
+    session_id: str
+    service: str = ""
+    agent: str = ""
+    first_ns: int = 0
+    last_ns: int = 0
+    llm_calls: int = 0
+    tool_calls: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced_calls: int = 0
+    #: (end_ns, tool, args_hash) of each tool call, in no particular order
+    tool_events: list[tuple[int, str, str]] = field(default_factory=list)
+    trace_id: str = ""
+
+    def add(self, call: LlmCall) -> None:
+        if not self.service:
+            self.service = call.service
+        if not self.agent:
+            self.agent = call.agent
+        if not self.trace_id:
+            self.trace_id = call.trace_id
+        if not self.first_ns or call.end_ns < self.first_ns:
+            self.first_ns = call.end_ns
+        if call.end_ns > self.last_ns:
+            self.last_ns = call.end_ns
+        if call.is_error:
+            self.errors += 1
+        if call.operation == "execute_tool":
+            self.tool_calls += 1
+            self.tool_events.append((call.end_ns, call.tool, call.tool_args_hash))
+            return
+        if call.operation in _LLM_OPERATIONS:
+            self.llm_calls += 1
+            self.input_tokens += call.input_tokens
+            self.output_tokens += call.output_tokens
+            if call.cost_usd is None:
+                self.unpriced_calls += 1
+            else:
+                self.cost_usd += call.cost_usd
+
+
+def session_partials(calls: Iterable[LlmCall]) -> dict[str, SessionPartial]:
+    """Group calls by session key in one pass.
+
+    >>> calls = [LlmCall(end_ns=1, session_id="s", operation="chat", input_tokens=5),
+    ...          LlmCall(end_ns=2, session_id="s", operation="execute_tool", tool="grep")]
+    >>> part = session_partials(calls)["default\\x1fs"]
+    >>> part.llm_calls, part.tool_calls, part.input_tokens, part.tool_events
+    (1, 1, 5, [(2, 'grep', '')])
+    """
+    parts: dict[str, SessionPartial] = {}
+    for call in calls:
+        key = session_key(call)
+        if not key:
+            continue
+        part = parts.get(key)
+        if part is None:
+            sid = key.split("\x1f", 1)[1]
+            part = parts[key] = SessionPartial(call.tenant, sid)
+        part.add(call)
+    return parts
+
+
+@dataclass(slots=True, frozen=True)
+class SessionRow:
+    """One row of ``agent_sessions``."""
+
+    tenant: str
+    session_id: str
+    started_at: datetime  #: first_seen when first written; stable, part of the row key
+    service: str
+    agent: str
+    first_seen: datetime
+    last_seen: datetime
+    llm_calls: int
+    tool_calls: int
+    distinct_tools: int
+    longest_tool_run: int
+    longest_run_tool: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    unpriced_calls: int
+    errors: int
+    status: str  #: "active" or "ended"
+    trace_id: str
+
+
+def _utc(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / NS, tz=UTC)
+
+
+class Session:
+    """Live state of one session."""
+
+    __slots__ = (
+        "agent",
+        "cost_usd",
+        "dirty",
+        "errors",
+        "first_ns",
+        "input_tokens",
+        "last_ns",
+        "last_tool",
+        "llm_calls",
+        "longest_run",
+        "longest_run_tool",
+        "output_tokens",
+        "pending",
+        "run_length",
+        "service",
+        "session_id",
+        "started_ns",
+        "tenant",
+        "tool_calls",
+        "tools",
+        "trace_id",
+        "unpriced_calls",
+    )
+
+    def __init__(self, tenant: str, session_id: str):
+        self.tenant = tenant
+        self.session_id = session_id
+        self.service = ""
+        self.agent = ""
+        self.trace_id = ""
+        self.first_ns = 0
+        self.last_ns = 0
+        self.started_ns = 0  # set at first emission, then fixed
+        self.llm_calls = 0
+        self.tool_calls = 0
+        self.errors = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cost_usd = 0.0
+        self.unpriced_calls = 0
+        self.tools: set[str] = set()
+        self.pending: list[tuple[int, str, str]] = []
+        self.last_tool: tuple[str, str] | None = None
+        self.run_length = 0
+        self.longest_run = 0
+        self.longest_run_tool = ""
+        self.dirty = False
+
+    def __getstate__(self):
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __setstate__(self, state):
+        for name, value in zip(self.__slots__, state, strict=True):
+            setattr(self, name, value)
+
+    def merge(self, part: SessionPartial) -> None:
+        self.service = self.service or part.service
+        self.agent = self.agent or part.agent
+        self.trace_id = self.trace_id or part.trace_id
+        if not self.first_ns or (part.first_ns and part.first_ns < self.first_ns):
+            self.first_ns = part.first_ns
+        self.last_ns = max(self.last_ns, part.last_ns)
+        self.llm_calls += part.llm_calls
+        self.tool_calls += part.tool_calls
+        self.errors += part.errors
+        self.input_tokens += part.input_tokens
+        self.output_tokens += part.output_tokens
+        self.cost_usd += part.cost_usd
+        self.unpriced_calls += part.unpriced_calls
+        for event in part.tool_events:
+            if len(self.tools) < MAX_DISTINCT_TOOLS:
+                self.tools.add(event[1])
+        self.pending.extend(part.tool_events)
+        if len(self.pending) > MAX_PENDING_TOOL_CALLS:
+            self.pending.sort()
+            self.fold_until(self.pending[len(self.pending) - MAX_PENDING_TOOL_CALLS][0] - 1)
+        self.dirty = True
+
+    def fold_until(self, watermark_ns: int) -> None:
+        """Fold tool calls at or before the watermark into the run statistics, in time order."""
+        if not self.pending:
+            return
+        self.pending.sort()
+        done = 0
+        for end_ns, tool, args in self.pending:
+            if end_ns > watermark_ns:
+                break
+            done += 1
+            current = (tool, args)
+            if current == self.last_tool:
+                self.run_length += 1
+            else:
+                self.last_tool = current
+                self.run_length = 1
+            if self.run_length > self.longest_run:
+                self.longest_run = self.run_length
+                self.longest_run_tool = tool
+        if done:
+            del self.pending[:done]
+            self.dirty = True
+
+    def row(self, status: str) -> SessionRow:
+        if not self.started_ns:
+            self.started_ns = self.first_ns
+        return SessionRow(
+            tenant=self.tenant,
+            session_id=self.session_id,
+            started_at=_utc(self.started_ns),
+            service=self.service,
+            agent=self.agent,
+            first_seen=_utc(self.first_ns),
+            last_seen=_utc(self.last_ns),
+            llm_calls=self.llm_calls,
+            tool_calls=self.tool_calls,
+            distinct_tools=len(self.tools),
+            longest_tool_run=self.longest_run,
+            longest_run_tool=self.longest_run_tool,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cost_usd=self.cost_usd,
+            unpriced_calls=self.unpriced_calls,
+            errors=self.errors,
+            status=status,
+            trace_id=self.trace_id,
+        )
+
+
+class SessionTracker:
+    """The live sessions of one shard.
+
+    >>> tracker = SessionTracker(inactivity_timeout_s=60)
+    >>> parts = session_partials([LlmCall(end_ns=10 * NS, session_id="s", operation="chat")])
+    >>> tracker.merge(parts.items())
+    []
+    >>> [row.status for row in tracker.advance(20 * NS)]
+    ['active']
+    >>> [row.status for row in tracker.advance(100 * NS)], len(tracker)
+    (['ended'], 0)
+    """
+
+    def __init__(self, *, inactivity_timeout_s: float = 1800.0, max_sessions: int = 500_000):
+        self.timeout_ns = int(inactivity_timeout_s * NS)
+        self.max_sessions = max_sessions
+        self.sessions: OrderedDict[str, Session] = OrderedDict()
+        self.ended = 0
+        self.evicted_early = 0
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    def merge(self, parts: Iterable[tuple[str, SessionPartial]]) -> list[SessionRow]:
+        """Merge partials; returns rows of sessions evicted early by the cap."""
+        sessions = self.sessions
+        out: list[SessionRow] = []
+        for key, part in parts:
+            session = sessions.get(key)
+            if session is None:
+                session = sessions[key] = Session(part.tenant, part.session_id)
+            else:
+                sessions.move_to_end(key)
+            session.merge(part)
+        while len(sessions) > self.max_sessions:
+            _, oldest = sessions.popitem(last=False)
+            oldest.fold_until(2**62)
+            self.evicted_early += 1
+            out.append(oldest.row("ended"))
+        return out
+
+    def advance(self, watermark_ns: int) -> list[SessionRow]:
+        """Fold what the watermark passed, end idle sessions, and emit changed ones."""
+        out: list[SessionRow] = []
+        ended: list[str] = []
+        for key, session in self.sessions.items():
+            session.fold_until(watermark_ns)
+            if session.last_ns + self.timeout_ns <= watermark_ns:
+                session.fold_until(2**62)
+                out.append(session.row("ended"))
+                ended.append(key)
+            elif session.dirty:
+                session.dirty = False
+                out.append(session.row("active"))
+        for key in ended:
+            del self.sessions[key]
+        self.ended += len(ended)
+        return out
+
+    def flush(self) -> list[SessionRow]:
+        """Emit every session as it stands (end of input); live ones stay 'active'."""
+        out = []
+        for session in self.sessions.values():
+            session.fold_until(2**62)
+            session.dirty = False
+            out.append(session.row("active"))
+        return out
