@@ -94,12 +94,18 @@ class _BatchPartition(StatefulSourcePartition[RecordBatch, int]):
             ]
         )
         self._reported = False
+        self._final_reported = False
         self._was_caught_up = False
         self._awake: datetime | None = None
 
     def next_batch(self) -> list[RecordBatch]:
         if self._end is not None and self._offset >= self._end:
-            raise StopIteration()
+            if self._final_reported:
+                raise StopIteration()
+            # Say "caught up" once before ending, so that the watermark does not
+            # wait for a partition that has nothing more to give.
+            self._final_reported = True
+            return [RecordBatch(self._part_id, [], caught_up=True)]
         messages = self._consumer.consume(self._batch_size, 0)
         records: list[KafkaRecord] = []
         for message in messages:

@@ -80,13 +80,15 @@ class SpanSpec:
 
 
 def make_spans(
-    *specs: SpanSpec | Mapping[str, Any], resource: Mapping[str, Any] = RESOURCE
+    *specs: SpanSpec | Mapping[str, Any],
+    resource: Mapping[str, Any] = RESOURCE,
+    scope_name: str = "tests.otel_helpers",
 ) -> list[ReadableSpan]:
     """Finished SDK spans, in the order given. A bare mapping is a span's attributes."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource(dict(resource)))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("tests.otel_helpers", "1.0.0")
+    tracer = provider.get_tracer(scope_name, "1.0.0")
     parent = trace.set_span_in_context(
         NonRecordingSpan(
             SpanContext(
