@@ -107,8 +107,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bytewax.recovery import RecoveryConfig, init_db_dir
     from bytewax.run import cli_main
 
-    from observatory.flows.pipeline import build_flow
-
     config = _config(args)
     _check_kafka(config)
     _migrate(config, quiet=True)
@@ -121,7 +119,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             init_db_dir(db_dir, pipeline.recovery_partitions)
         recovery = RecoveryConfig(db_dir)
     addresses = args.addresses.split(";") if args.addresses else None
-    flow = build_flow(config, stop_at_end=args.stop_at_end)
+    flow = _build_flow(config, args.stop_at_end)
+    retention = None
+    if pipeline.retention_days and (args.process_id == 0 or not addresses):
+        from observatory.sinks.timescale import RetentionJob
+
+        retention = RetentionJob(config.database.url, pipeline.retention_days).start()
     log.info(
         "running: topic %s → %s, %s worker(s) per process%s%s",
         config.kafka.topics.spans,
@@ -138,7 +141,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         epoch_interval=timedelta(seconds=pipeline.snapshot_interval_seconds),
         recovery_config=recovery,
     )
+    if retention is not None:
+        retention.stop()
     log.info("flow finished")
+    return 0
+
+
+def _build_flow(config: Config, stop_at_end: bool):
+    from observatory.flows.kafka_io import KafkaUnavailable
+    from observatory.flows.pipeline import build_flow
+
+    try:
+        return build_flow(config, stop_at_end=stop_at_end)
+    except KafkaUnavailable as exc:
+        raise UserError(str(exc)) from None
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from observatory.sinks.timescale import drop_old_chunks
+
+    config = _config(args)
+    days = args.older_than_days or config.pipeline.retention_days
+    if not days:
+        raise UserError("no horizon: pass --older-than-days or set pipeline.retention_days")
+    with _connect_database(config) as conn:
+        dropped = drop_old_chunks(conn, days)
+    for table, n in dropped.items():
+        print(f"{table}: dropped {n} chunk(s) older than {days} days")
     return 0
 
 
@@ -227,6 +256,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_arguments(simulate)
     simulate.set_defaults(func=cmd_simulate)
+
+    retention = sub.add_parser("retention", help="drop TimescaleDB chunks past the horizon now")
+    with_config(retention)
+    retention.add_argument("--older-than-days", type=int, default=None)
+    retention.set_defaults(func=cmd_retention)
 
     summary = sub.add_parser("summary", help="print what landed in TimescaleDB")
     with_config(summary)

@@ -201,3 +201,59 @@ class TimescaleSink(DynamicSink[Any]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _TimescalePartition:
         return _TimescalePartition(TimescaleWriter(self._url, **self._options))
+
+
+#: Hypertables whose old chunks the retention job drops.
+RETAINED_TABLES = ("llm_stats", "llm_stats_hourly", "agent_sessions")
+
+
+def drop_old_chunks(
+    conn: psycopg.Connection, older_than_days: int, tables: Sequence[str] = RETAINED_TABLES
+) -> dict[str, int]:
+    """Drop whole chunks older than the horizon (TimescaleDB ``drop_chunks``, Apache edition).
+
+    Returns how many chunks each table lost. Whole chunks only: a chunk that
+    straddles the horizon is kept until all of it is older.
+    """
+    dropped = {}
+    for table in tables:
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]
+        if not exists:
+            continue
+        rows = conn.execute(
+            "SELECT drop_chunks(%s::regclass, older_than => now() - make_interval(days => %s))",
+            (table, older_than_days),
+        ).fetchall()
+        dropped[table] = len(rows)
+    return dropped
+
+
+class RetentionJob:
+    """Runs :func:`drop_old_chunks` now and then every ``interval_s`` in a daemon thread."""
+
+    def __init__(self, url: str, older_than_days: int, *, interval_s: float = 3600.0):
+        import threading
+
+        self._url = url
+        self._days = older_than_days
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="retention", daemon=True)
+
+    def start(self) -> RetentionJob:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True) as conn:
+                    dropped = drop_old_chunks(conn, self._days)
+                if any(dropped.values()):
+                    log.info("retention: dropped chunks older than %sd: %s", self._days, dropped)
+            except psycopg.Error as exc:
+                log.warning("retention: %s", str(exc).strip().splitlines()[0] if str(exc) else exc)
+            self._stop.wait(self._interval)

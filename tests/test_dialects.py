@@ -6,6 +6,7 @@ the cost arithmetic is done by hand here, independently of ``Price.cost``.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -99,13 +100,22 @@ DIALECT_CASES = [
         },
         StatusCode.ERROR,
         dict(
-            provider="openai", model="gpt-4o-2024-08-06", operation="chat",
-            agent="support-agent", session_id="conv-42",
-            input_tokens=1200, output_tokens=250, cached_input_tokens=300,
-            reasoning_tokens=50, total_tokens=1450,
+            provider="openai",
+            model="gpt-4o-2024-08-06",
+            operation="chat",
+            agent="support-agent",
+            session_id="conv-42",
+            input_tokens=1200,
+            output_tokens=250,
+            cached_input_tokens=300,
+            reasoning_tokens=50,
+            total_tokens=1450,
             # gpt-4o: input 2.50, cached 1.25, output 10.00 (reasoning at output price)
             cost_usd=(900 * 2.50 + 300 * 1.25 + 200 * 10.00 + 50 * 10.00) / M,
-            cost_source="computed", ttft_ms=250.0, is_error=True, error_type="timeout",
+            cost_source="computed",
+            ttft_ms=250.0,
+            is_error=True,
+            error_type="timeout",
             finish_reasons=("stop", "length"),
         ),
         id="otel-current-chat",
@@ -121,9 +131,15 @@ DIALECT_CASES = [
         },
         StatusCode.OK,
         dict(
-            provider="gcp.gemini", model="gemini-2.5-flash", operation="chat",
-            environment="staging", input_tokens=1000, output_tokens=200, total_tokens=1200,
-            cost_usd=(1000 * 0.30 + 200 * 2.50) / M, cost_source="computed",
+            provider="gcp.gemini",
+            model="gemini-2.5-flash",
+            operation="chat",
+            environment="staging",
+            input_tokens=1000,
+            output_tokens=200,
+            total_tokens=1200,
+            cost_usd=(1000 * 0.30 + 200 * 2.50) / M,
+            cost_source="computed",
         ),
         id="otel-current-generate_content",
     ),
@@ -135,8 +151,12 @@ DIALECT_CASES = [
             "gen_ai.conversation.id": "conv-42",
         },
         None,
-        dict(operation="execute_tool", tool="search_web", session_id="conv-42",
-             tool_args_hash=_blake('{"q": "weather"}')),
+        dict(
+            operation="execute_tool",
+            tool="search_web",
+            session_id="conv-42",
+            tool_args_hash=_blake('{"q": "weather"}'),
+        ),
         id="otel-current-tool",
     ),
     pytest.param(
@@ -146,8 +166,13 @@ DIALECT_CASES = [
             "gen_ai.conversation.id": "conv-9",
         },
         StatusCode.ERROR,
-        dict(operation="invoke_agent", agent="research-agent", session_id="conv-9",
-             is_error=True, error_type="error"),
+        dict(
+            operation="invoke_agent",
+            agent="research-agent",
+            session_id="conv-9",
+            is_error=True,
+            error_type="error",
+        ),
         id="otel-current-agent-status-error",
     ),
     # ---------------- OpenTelemetry GenAI, deprecated names ----------------
@@ -161,9 +186,15 @@ DIALECT_CASES = [
         },
         None,
         dict(
-            provider="x_ai", model="grok-3-mini", operation="chat", session_id="conv-7",
-            input_tokens=600, output_tokens=120, total_tokens=720,
-            cost_usd=(600 * 0.30 + 120 * 0.50) / M, cost_source="computed",
+            provider="x_ai",
+            model="grok-3-mini",
+            operation="chat",
+            session_id="conv-7",
+            input_tokens=600,
+            output_tokens=120,
+            total_tokens=720,
+            cost_usd=(600 * 0.30 + 120 * 0.50) / M,
+            cost_source="computed",
         ),
         id="otel-deprecated-xai",
     ),
@@ -176,9 +207,14 @@ DIALECT_CASES = [
         },
         None,
         dict(
-            provider="mistral_ai", model="mistral-small-2503", operation="chat",
-            input_tokens=700, output_tokens=100, total_tokens=800,
-            cost_usd=(700 * 0.10 + 100 * 0.30) / M, cost_source="computed",
+            provider="mistral_ai",
+            model="mistral-small-2503",
+            operation="chat",
+            input_tokens=700,
+            output_tokens=100,
+            total_tokens=800,
+            cost_usd=(700 * 0.10 + 100 * 0.30) / M,
+            cost_source="computed",
         ),
         id="otel-deprecated-mistralai",
     ),
@@ -199,12 +235,19 @@ DIALECT_CASES = [
         },
         None,
         dict(
-            provider="anthropic", model="claude-sonnet-4-5-20250929", operation="chat",
-            session_id="sess-tl", input_tokens=1500, output_tokens=300, total_tokens=1800,
-            cached_input_tokens=600, reasoning_tokens=100,
+            provider="anthropic",
+            model="claude-sonnet-4-5-20250929",
+            operation="chat",
+            session_id="sess-tl",
+            input_tokens=1500,
+            output_tokens=300,
+            total_tokens=1800,
+            cached_input_tokens=600,
+            reasoning_tokens=100,
             # claude-sonnet-4-5: input 3.00, cached 0.30, output 15.00
             cost_usd=(900 * 3.00 + 600 * 0.30 + 200 * 15.00 + 100 * 15.00) / M,
-            cost_source="computed", finish_reasons=("end_turn",),
+            cost_source="computed",
+            finish_reasons=("end_turn",),
         ),
         id="openllmetry-chat",
     ),
@@ -218,9 +261,14 @@ DIALECT_CASES = [
         },
         None,
         dict(
-            provider="openai", model="gpt-3.5-turbo-0125", operation="text_completion",
-            input_tokens=400, output_tokens=40, total_tokens=440,
-            cost_usd=(400 * 0.50 + 40 * 1.50) / M, cost_source="computed",
+            provider="openai",
+            model="gpt-3.5-turbo-0125",
+            operation="text_completion",
+            input_tokens=400,
+            output_tokens=40,
+            total_tokens=440,
+            cost_usd=(400 * 0.50 + 40 * 1.50) / M,
+            cost_source="computed",
         ),
         id="openllmetry-completion",
     ),
@@ -234,15 +282,23 @@ DIALECT_CASES = [
         },
         None,
         dict(
-            provider="openai", model="text-embedding-3-small", operation="embeddings",
-            input_tokens=5000, output_tokens=0, total_tokens=5000,
-            cost_usd=5000 * 0.02 / M, cost_source="computed",
+            provider="openai",
+            model="text-embedding-3-small",
+            operation="embeddings",
+            input_tokens=5000,
+            output_tokens=0,
+            total_tokens=5000,
+            cost_usd=5000 * 0.02 / M,
+            cost_source="computed",
         ),
         id="openllmetry-embedding",
     ),
     pytest.param(
-        {"traceloop.span.kind": "agent", "traceloop.entity.name": "research-agent",
-         "traceloop.association.properties.session_id": "sess-tl"},
+        {
+            "traceloop.span.kind": "agent",
+            "traceloop.entity.name": "research-agent",
+            "traceloop.association.properties.session_id": "sess-tl",
+        },
         None,
         dict(operation="invoke_agent", agent="research-agent", session_id="sess-tl"),
         id="openllmetry-agent",
@@ -270,9 +326,16 @@ DIALECT_CASES = [
         },
         None,
         dict(
-            provider="mistral_ai", model="mistral-small-latest", operation="chat",
-            session_id="sess-oi", input_tokens=700, output_tokens=100, total_tokens=800,
-            cached_input_tokens=200, cost_usd=0.000123, cost_source="reported",
+            provider="mistral_ai",
+            model="mistral-small-latest",
+            operation="chat",
+            session_id="sess-oi",
+            input_tokens=700,
+            output_tokens=100,
+            total_tokens=800,
+            cached_input_tokens=200,
+            cost_usd=0.000123,
+            cost_source="reported",
             finish_reasons=("stop",),
         ),
         id="openinference-llm-reported-cost",
@@ -289,9 +352,14 @@ DIALECT_CASES = [
         },
         None,
         dict(
-            provider="x_ai", model="grok-4", operation="chat",
-            input_tokens=2000, output_tokens=500, total_tokens=2500,
-            cached_input_tokens=1000, reasoning_tokens=300,
+            provider="x_ai",
+            model="grok-4",
+            operation="chat",
+            input_tokens=2000,
+            output_tokens=500,
+            total_tokens=2500,
+            cached_input_tokens=1000,
+            reasoning_tokens=300,
             # grok-4: input 3.00, cached 0.75, output 15.00
             cost_usd=(1000 * 3.00 + 1000 * 0.75 + 200 * 15.00 + 300 * 15.00) / M,
             cost_source="computed",
@@ -309,9 +377,14 @@ DIALECT_CASES = [
         },
         None,
         dict(
-            provider="aws.bedrock", model="us.meta.llama3-1-70b-instruct-v1:0",
-            operation="chat", input_tokens=1000, output_tokens=500, total_tokens=1500,
-            cost_usd=(1000 * 0.72 + 500 * 0.72) / M, cost_source="computed",
+            provider="aws.bedrock",
+            model="us.meta.llama3-1-70b-instruct-v1:0",
+            operation="chat",
+            input_tokens=1000,
+            output_tokens=500,
+            total_tokens=1500,
+            cost_usd=(1000 * 0.72 + 500 * 0.72) / M,
+            cost_source="computed",
         ),
         id="openinference-llama-on-bedrock",
     ),
@@ -325,9 +398,14 @@ DIALECT_CASES = [
         },
         None,
         dict(
-            provider="gcp.gemini", model="models/gemini-1.5-pro-002", operation="chat",
-            input_tokens=800, output_tokens=80, total_tokens=880,
-            cost_usd=(800 * 1.25 + 80 * 5.00) / M, cost_source="computed",
+            provider="gcp.gemini",
+            model="models/gemini-1.5-pro-002",
+            operation="chat",
+            input_tokens=800,
+            output_tokens=80,
+            total_tokens=880,
+            cost_usd=(800 * 1.25 + 80 * 5.00) / M,
+            cost_source="computed",
         ),
         id="openinference-gemini",
     ),
@@ -338,11 +416,19 @@ DIALECT_CASES = [
         id="openinference-agent",
     ),
     pytest.param(
-        {"openinference.span.kind": "TOOL", "tool.name": "read_file",
-         "tool_call.function.arguments": '{"path": "/tmp/x"}', "session.id": "s-1"},
+        {
+            "openinference.span.kind": "TOOL",
+            "tool.name": "read_file",
+            "tool_call.function.arguments": '{"path": "/tmp/x"}',
+            "session.id": "s-1",
+        },
         None,
-        dict(operation="execute_tool", tool="read_file", session_id="s-1",
-             tool_args_hash=_blake('{"path": "/tmp/x"}')),
+        dict(
+            operation="execute_tool",
+            tool="read_file",
+            session_id="s-1",
+            tool_args_hash=_blake('{"path": "/tmp/x"}'),
+        ),
         id="openinference-tool",
     ),
     pytest.param(
@@ -352,12 +438,21 @@ DIALECT_CASES = [
         id="openinference-retriever",
     ),
     pytest.param(
-        {"openinference.span.kind": "EMBEDDING", "llm.model_name": "text-embedding-3-large",
-         "llm.token_count.prompt": 1000},
+        {
+            "openinference.span.kind": "EMBEDDING",
+            "llm.model_name": "text-embedding-3-large",
+            "llm.token_count.prompt": 1000,
+        },
         None,
-        dict(provider="openai", model="text-embedding-3-large", operation="embeddings",
-             input_tokens=1000, total_tokens=1000, cost_usd=1000 * 0.13 / M,
-             cost_source="computed"),
+        dict(
+            provider="openai",
+            model="text-embedding-3-large",
+            operation="embeddings",
+            input_tokens=1000,
+            total_tokens=1000,
+            cost_usd=1000 * 0.13 / M,
+            cost_source="computed",
+        ),
         id="openinference-embedding-provider-from-price-table",
     ),
     # ---------------- OpenLIT ----------------
@@ -375,9 +470,17 @@ DIALECT_CASES = [
         },
         StatusCode.ERROR,
         dict(
-            provider="deepseek", model="deepseek-chat", operation="chat", session_id="ol-sess",
-            input_tokens=900, output_tokens=300, total_tokens=1200,
-            cost_usd=0.0042, cost_source="reported", is_error=True, error_type="rate_limited",
+            provider="deepseek",
+            model="deepseek-chat",
+            operation="chat",
+            session_id="ol-sess",
+            input_tokens=900,
+            output_tokens=300,
+            total_tokens=1200,
+            cost_usd=0.0042,
+            cost_source="reported",
+            is_error=True,
+            error_type="rate_limited",
         ),
         id="openlit-reported-cost",
     ),
@@ -396,9 +499,16 @@ DIALECT_CASES = [
         },
         None,
         dict(
-            provider="openai", model="o3", operation="chat", session_id="ol-sess",
-            environment="dev", input_tokens=1000, output_tokens=500, total_tokens=1500,
-            cached_input_tokens=400, reasoning_tokens=300,
+            provider="openai",
+            model="o3",
+            operation="chat",
+            session_id="ol-sess",
+            environment="dev",
+            input_tokens=1000,
+            output_tokens=500,
+            total_tokens=1500,
+            cached_input_tokens=400,
+            reasoning_tokens=300,
             # o3 from 2025-06-10: input 2.00, cached 0.50, output 8.00
             cost_usd=(600 * 2.00 + 400 * 0.50 + 200 * 8.00 + 300 * 8.00) / M,
             cost_source="computed",
@@ -420,9 +530,16 @@ DIALECT_CASES = [
         },
         None,
         dict(
-            provider="openai", model="gpt-4o-mini", operation="chat", session_id="lf-sess",
-            input_tokens=800, output_tokens=200, total_tokens=1000, cached_input_tokens=100,
-            cost_usd=0.00031, cost_source="reported",
+            provider="openai",
+            model="gpt-4o-mini",
+            operation="chat",
+            session_id="lf-sess",
+            input_tokens=800,
+            output_tokens=200,
+            total_tokens=1000,
+            cached_input_tokens=100,
+            cost_usd=0.00031,
+            cost_source="reported",
         ),
         id="langfuse-generation-reported-cost",
     ),
@@ -432,26 +549,42 @@ DIALECT_CASES = [
             "langfuse.observation.model.name": "gpt-4o-mini",
             "langfuse.session.id": "lf-sess",
             "langfuse.observation.usage_details": json.dumps(
-                {"input": 800, "output": 200, "input_cached_tokens": 100,
-                 "output_reasoning_tokens": 50}
+                {
+                    "input": 800,
+                    "output": 200,
+                    "input_cached_tokens": 100,
+                    "output_reasoning_tokens": 50,
+                }
             ),
             "langfuse.observation.level": "ERROR",
             "langfuse.observation.completion_start_time": _iso(START_NS + 400_000_000),
         },
         None,
         dict(
-            provider="openai", model="gpt-4o-mini", operation="chat", session_id="lf-sess",
-            input_tokens=800, output_tokens=200, total_tokens=1000, cached_input_tokens=100,
+            provider="openai",
+            model="gpt-4o-mini",
+            operation="chat",
+            session_id="lf-sess",
+            input_tokens=800,
+            output_tokens=200,
+            total_tokens=1000,
+            cached_input_tokens=100,
             reasoning_tokens=50,
             # gpt-4o-mini: input 0.15, cached 0.075, output 0.60
             cost_usd=(700 * 0.15 + 100 * 0.075 + 150 * 0.60 + 50 * 0.60) / M,
-            cost_source="computed", ttft_ms=400.0, is_error=True, error_type="error",
+            cost_source="computed",
+            ttft_ms=400.0,
+            is_error=True,
+            error_type="error",
         ),
         id="langfuse-generation-computed-cost-level-error",
     ),
     pytest.param(
-        {"langfuse.observation.type": "agent", "gen_ai.agent.name": "support-agent",
-         "langfuse.session.id": "lf-sess"},
+        {
+            "langfuse.observation.type": "agent",
+            "gen_ai.agent.name": "support-agent",
+            "langfuse.session.id": "lf-sess",
+        },
         None,
         dict(operation="invoke_agent", agent="support-agent", session_id="lf-sess"),
         id="langfuse-agent",
@@ -463,12 +596,19 @@ DIALECT_CASES = [
         id="langfuse-tool",
     ),
     pytest.param(
-        {"langfuse.observation.type": "generation",
-         "langfuse.observation.model.name": "acme-private-llm",
-         "langfuse.observation.usage_details": json.dumps({"input": 10, "output": 5})},
+        {
+            "langfuse.observation.type": "generation",
+            "langfuse.observation.model.name": "acme-private-llm",
+            "langfuse.observation.usage_details": json.dumps({"input": 10, "output": 5}),
+        },
         None,
-        dict(model="acme-private-llm", operation="chat", input_tokens=10, output_tokens=5,
-             total_tokens=15),
+        dict(
+            model="acme-private-llm",
+            operation="chat",
+            input_tokens=10,
+            output_tokens=5,
+            total_tokens=15,
+        ),
         id="langfuse-unknown-model-unpriced",
     ),
 ]
@@ -518,8 +658,6 @@ def test_duration_and_event_time(encoding, start_ns, end_ns, duration_ms):
     "variant", ["upper", "base64"], ids=["uppercase-hex", "protobuf-json-printer-base64"]
 )
 def test_json_ids_in_other_spellings_come_out_as_lowercase_hex(variant):
-    import base64
-
     value, spans = record({"gen_ai.request.model": "gpt-4o"}, encoding="otlp_json")
     data = json.loads(value)
     span_json = data["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
@@ -563,7 +701,9 @@ def test_json_ids_in_other_spellings_come_out_as_lowercase_hex(variant):
         ("XAI", "x_ai"),
     ],
 )
-@pytest.mark.parametrize("key", ["gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"])
+@pytest.mark.parametrize(
+    "key", ["gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"]
+)
 def test_provider_spellings_are_normalized(encoding, key, raw, normalized):
     call, _ = one_call({key: raw, "gen_ai.request.model": "acme-model"}, encoding)
     assert call.provider == normalized
@@ -601,8 +741,15 @@ def test_provider_spellings_are_normalized(encoding, key, raw, normalized):
         ({"langfuse.observation.type": "retriever"}, "retrieval"),
         ({"langfuse.observation.type": "span"}, "other"),
         # gen_ai.operation.name beats every other dialect's kind
-        ({"gen_ai.operation.name": "embeddings", "openinference.span.kind": "LLM",
-          "llm.request.type": "chat", "langfuse.observation.type": "tool"}, "embeddings"),
+        (
+            {
+                "gen_ai.operation.name": "embeddings",
+                "openinference.span.kind": "LLM",
+                "llm.request.type": "chat",
+                "langfuse.observation.type": "tool",
+            },
+            "embeddings",
+        ),
         ({"openinference.span.kind": "TOOL", "llm.request.type": "chat"}, "execute_tool"),
         # no declared operation: a model or tokens make it an LLM call
         ({"gen_ai.request.model": "acme"}, "chat"),
@@ -618,52 +765,118 @@ def test_operation_mapping(encoding, attributes, operation):
 # --- precedence when several dialects are present at once --------------------------------
 
 PRECEDENCE = [
-    ("input_tokens",
-     ["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"],
-     lambda i: 100 + i, lambda v: v),
-    ("output_tokens",
-     ["gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens",
-      "llm.token_count.completion"],
-     lambda i: 200 + i, lambda v: v),
-    ("total_tokens",
-     ["gen_ai.usage.total_tokens", "llm.usage.total_tokens", "llm.token_count.total"],
-     lambda i: 300 + i, lambda v: v),
-    ("cached_input_tokens",
-     ["gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens",
-      "llm.token_count.prompt_details.cache_read",
-      "gen_ai.usage.prompt_tokens_details.cached_tokens"],
-     lambda i: 40 + i, lambda v: v),
-    ("reasoning_tokens",
-     ["gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens",
-      "llm.usage.reasoning_tokens", "llm.token_count.completion_details.reasoning",
-      "gen_ai.usage.completion_tokens_details.reasoning_tokens"],
-     lambda i: 50 + i, lambda v: v),
-    ("cost_usd",
-     ["llm.cost.total", "gen_ai.usage.cost", "gen_ai.token.cost.total"],
-     lambda i: 0.5 / 2**i, lambda v: v),
-    ("provider",
-     ["gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"],
-     lambda i: ["openai", "anthropic", "cohere", "groq"][i], lambda v: v),
-    ("model",
-     ["gen_ai.response.model", "llm.response.model_name", "gen_ai.request.model",
-      "llm.model_name", "llm.request.model_name", "langfuse.observation.model.name"],
-     lambda i: f"acme-model-{i}", lambda v: v),
+    (
+        "input_tokens",
+        ["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"],
+        lambda i: 100 + i,
+        lambda v: v,
+    ),
+    (
+        "output_tokens",
+        [
+            "gen_ai.usage.output_tokens",
+            "gen_ai.usage.completion_tokens",
+            "llm.token_count.completion",
+        ],
+        lambda i: 200 + i,
+        lambda v: v,
+    ),
+    (
+        "total_tokens",
+        ["gen_ai.usage.total_tokens", "llm.usage.total_tokens", "llm.token_count.total"],
+        lambda i: 300 + i,
+        lambda v: v,
+    ),
+    (
+        "cached_input_tokens",
+        [
+            "gen_ai.usage.cache_read.input_tokens",
+            "gen_ai.usage.cache_read_input_tokens",
+            "llm.token_count.prompt_details.cache_read",
+            "gen_ai.usage.prompt_tokens_details.cached_tokens",
+        ],
+        lambda i: 40 + i,
+        lambda v: v,
+    ),
+    (
+        "reasoning_tokens",
+        [
+            "gen_ai.usage.reasoning.output_tokens",
+            "gen_ai.usage.reasoning_tokens",
+            "llm.usage.reasoning_tokens",
+            "llm.token_count.completion_details.reasoning",
+            "gen_ai.usage.completion_tokens_details.reasoning_tokens",
+        ],
+        lambda i: 50 + i,
+        lambda v: v,
+    ),
+    (
+        "cost_usd",
+        ["llm.cost.total", "gen_ai.usage.cost", "gen_ai.token.cost.total"],
+        lambda i: 0.5 / 2**i,
+        lambda v: v,
+    ),
+    (
+        "provider",
+        ["gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"],
+        lambda i: ["openai", "anthropic", "cohere", "groq"][i],
+        lambda v: v,
+    ),
+    (
+        "model",
+        [
+            "gen_ai.response.model",
+            "llm.response.model_name",
+            "gen_ai.request.model",
+            "llm.model_name",
+            "llm.request.model_name",
+            "langfuse.observation.model.name",
+        ],
+        lambda i: f"acme-model-{i}",
+        lambda v: v,
+    ),
     ("agent", ["gen_ai.agent.name", "agent.name"], lambda i: f"agent-{i}", lambda v: v),
-    ("tool", ["gen_ai.tool.name", "tool.name", "tool_call.function.name"],
-     lambda i: f"tool-{i}", lambda v: v),
-    ("session_id",
-     ["gen_ai.conversation.id", "langfuse.session.id", "session.id", "gen_ai.agent.session_id",
-      "traceloop.association.properties.session_id"],
-     lambda i: f"sess-{i}", lambda v: v),
+    (
+        "tool",
+        ["gen_ai.tool.name", "tool.name", "tool_call.function.name"],
+        lambda i: f"tool-{i}",
+        lambda v: v,
+    ),
+    (
+        "session_id",
+        [
+            "gen_ai.conversation.id",
+            "langfuse.session.id",
+            "session.id",
+            "gen_ai.agent.session_id",
+            "traceloop.association.properties.session_id",
+        ],
+        lambda i: f"sess-{i}",
+        lambda v: v,
+    ),
     ("error_type", ["error.type", "exception.type"], lambda i: f"Err{i}", lambda v: v),
-    ("finish_reasons",
-     ["gen_ai.response.finish_reasons", "gen_ai.response.finish_reason",
-      "llm.response.finish_reason", "llm.finish_reason"],
-     lambda i: f"reason-{i}", lambda v: (v,)),
-    ("environment",
-     ["deployment.environment.name", "deployment.environment", "langfuse.environment",
-      "gen_ai.environment"],
-     lambda i: f"env-{i}", lambda v: v),
+    (
+        "finish_reasons",
+        [
+            "gen_ai.response.finish_reasons",
+            "gen_ai.response.finish_reason",
+            "llm.response.finish_reason",
+            "llm.finish_reason",
+        ],
+        lambda i: f"reason-{i}",
+        lambda v: (v,),
+    ),
+    (
+        "environment",
+        [
+            "deployment.environment.name",
+            "deployment.environment",
+            "langfuse.environment",
+            "gen_ai.environment",
+        ],
+        lambda i: f"env-{i}",
+        lambda v: v,
+    ),
 ]
 
 PRECEDENCE_CASES = [
@@ -694,33 +907,65 @@ def test_first_key_in_precedence_list_wins(encoding, field, keys, value, expect,
         # a zero is a value, not a missing key
         ({"gen_ai.usage.input_tokens": 0, "gen_ai.usage.prompt_tokens": 9}, "input_tokens", 0),
         # span attributes beat the Langfuse JSON blobs
-        ({"gen_ai.usage.input_tokens": 5,
-          "langfuse.observation.usage_details": '{"input": 7, "output": 3}'},
-         "input_tokens", 5),
-        ({"gen_ai.usage.input_tokens": 5,
-          "langfuse.observation.usage_details": '{"input": 7, "output": 3}'},
-         "output_tokens", 3),
-        ({"gen_ai.usage.cost": 0.25, "langfuse.observation.cost_details": '{"total": 0.75}'},
-         "cost_usd", 0.25),
+        (
+            {
+                "gen_ai.usage.input_tokens": 5,
+                "langfuse.observation.usage_details": '{"input": 7, "output": 3}',
+            },
+            "input_tokens",
+            5,
+        ),
+        (
+            {
+                "gen_ai.usage.input_tokens": 5,
+                "langfuse.observation.usage_details": '{"input": 7, "output": 3}',
+            },
+            "output_tokens",
+            3,
+        ),
+        (
+            {"gen_ai.usage.cost": 0.25, "langfuse.observation.cost_details": '{"total": 0.75}'},
+            "cost_usd",
+            0.25,
+        ),
         # the response model beats the request model of any dialect
-        ({"gen_ai.request.model": "gpt-4o", "llm.response.model_name": "gpt-4o-2024-11-20"},
-         "model", "gpt-4o-2024-11-20"),
+        (
+            {"gen_ai.request.model": "gpt-4o", "llm.response.model_name": "gpt-4o-2024-11-20"},
+            "model",
+            "gpt-4o-2024-11-20",
+        ),
         ({"langfuse.observation.model.name": "a", "llm.model_name": "b"}, "model", "b"),
         # explicit names beat the traceloop entity name
-        ({"traceloop.span.kind": "agent", "traceloop.entity.name": "entity",
-          "gen_ai.agent.name": "explicit"}, "agent", "explicit"),
-        ({"traceloop.span.kind": "tool", "traceloop.entity.name": "entity",
-          "tool.name": "explicit"}, "tool", "explicit"),
+        (
+            {
+                "traceloop.span.kind": "agent",
+                "traceloop.entity.name": "entity",
+                "gen_ai.agent.name": "explicit",
+            },
+            "agent",
+            "explicit",
+        ),
+        (
+            {
+                "traceloop.span.kind": "tool",
+                "traceloop.entity.name": "entity",
+                "tool.name": "explicit",
+            },
+            "tool",
+            "explicit",
+        ),
         # the entity name is an agent only for kind=agent, a tool only for kind=tool
         ({"traceloop.span.kind": "workflow", "traceloop.entity.name": "entity"}, "agent", ""),
         ({"traceloop.span.kind": "workflow", "traceloop.entity.name": "entity"}, "tool", ""),
         ({"traceloop.span.kind": "agent", "traceloop.entity.name": "entity"}, "tool", ""),
         # derived token sides from a total
         ({"llm.token_count.completion": 30, "llm.token_count.total": 100}, "input_tokens", 70),
-        ({"langfuse.observation.usage_details": '{"input": 100, "total": 150}'},
-         "output_tokens", 50),
-        ({"gen_ai.usage.input_tokens": 100, "gen_ai.usage.total_tokens": 60},
-         "output_tokens", 0),
+        (
+            {"langfuse.observation.usage_details": '{"input": 100, "total": 150}'},
+            "output_tokens",
+            50,
+        ),
+        ({"gen_ai.usage.input_tokens": 100, "gen_ai.usage.total_tokens": 60}, "output_tokens", 0),
         # no total: input + output
         ({"gen_ai.usage.input_tokens": 11, "gen_ai.usage.output_tokens": 22}, "total_tokens", 33),
         # TTFT in seconds, as a number or a string
@@ -752,8 +997,11 @@ def test_reported_cost_beats_computed_cost(encoding):
 
 def test_reported_zero_cost_is_kept_not_recomputed(encoding):
     call, _ = one_call(
-        {"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 1000,
-         "gen_ai.usage.cost": 0.0},
+        {
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.input_tokens": 1000,
+            "gen_ai.usage.cost": 0.0,
+        },
         encoding,
     )
     assert call.cost_usd == 0.0 and call.cost_source == "reported"
@@ -836,25 +1084,34 @@ def test_tenant(encoding, tenant_keys, resource, span_attrs, tenant):
     [
         ({"service.name": "a", "deployment.environment.name": "prod"}, {}, "a", "prod"),
         ({"service.name": "a", "deployment.environment": "qa"}, {}, "a", "qa"),
-        ({"deployment.environment.name": "prod"}, {"deployment.environment.name": "dev"},
-         "", "prod"),
+        (
+            {"deployment.environment.name": "prod"},
+            {"deployment.environment.name": "dev"},
+            "",
+            "prod",
+        ),
         ({}, {"langfuse.environment": "lf-env"}, "", "lf-env"),
         ({}, {}, "", ""),
     ],
 )
 def test_service_and_environment(encoding, resource, span_attrs, service, environment):
-    call, _ = one_call({"gen_ai.request.model": "gpt-4o", **span_attrs}, encoding,
-                       resource=resource)
+    call, _ = one_call(
+        {"gen_ai.request.model": "gpt-4o", **span_attrs}, encoding, resource=resource
+    )
     assert call.service == service
     assert call.environment == environment
     assert call.tenant == "default"
 
 
 def test_each_resource_of_a_record_keeps_its_own_tenant_and_service(encoding):
-    a = make_spans({"gen_ai.request.model": "gpt-4o"},
-                   resource={"service.name": "svc-a", "tenant.id": "ta"})
-    b = make_spans({"gen_ai.request.model": "gpt-4o"}, {"http.request.method": "GET"},
-                   resource={"service.name": "svc-b", "tenant.id": "tb"})
+    a = make_spans(
+        {"gen_ai.request.model": "gpt-4o"}, resource={"service.name": "svc-a", "tenant.id": "ta"}
+    )
+    b = make_spans(
+        {"gen_ai.request.model": "gpt-4o"},
+        {"http.request.method": "GET"},
+        resource={"service.name": "svc-b", "tenant.id": "tb"},
+    )
     result = decode(encode(a + b, encoding), headers=headers_for(encoding))
     by_span = {c.span_id: c for c in result.calls}
     assert set(by_span) == {span_hex(a[0]), span_hex(b[0])}
@@ -895,7 +1152,8 @@ def test_non_genai_spans_are_skipped_not_dead_lettered(encoding, attributes, sta
 
 def test_non_genai_spans_with_bad_times_are_still_just_skipped(encoding):
     value, _ = record(
-        SpanSpec({"http.request.method": "GET"}, start_ns=END_NS + 5, end_ns=END_NS), encoding=encoding
+        SpanSpec({"http.request.method": "GET"}, start_ns=END_NS + 5, end_ns=END_NS),
+        encoding=encoding,
     )
     result = decode(value, headers=headers_for(encoding))
     assert result.dead_letters == [] and result.counters.skipped_non_genai == 1
@@ -925,8 +1183,18 @@ def test_missing_dimensions_are_empty_strings_not_none(encoding):
             assert value is None, f.name  # unpriced / unknown, never a made-up 0
         else:
             assert value is not None, f.name
-    for name in ("service", "environment", "provider", "model", "agent", "tool",
-                 "tool_args_hash", "session_id", "error_type", "cost_source"):
+    for name in (
+        "service",
+        "environment",
+        "provider",
+        "model",
+        "agent",
+        "tool",
+        "tool_args_hash",
+        "session_id",
+        "error_type",
+        "cost_source",
+    ):
         assert getattr(call, name) == "", name
     assert call.tenant == "default"
     assert call.finish_reasons == ()

@@ -7,7 +7,7 @@ from importlib import resources
 
 import pytest
 import yaml
-from otel_helpers import PRICES, one_call
+from otel_helpers import PRICES, SpanSpec, make_decoder, one_call
 
 from observatory.schemas.pricing import Price, PriceTable, candidate_names, canonical_model
 from observatory.schemas.records import LlmCall
@@ -36,7 +36,10 @@ def shipped_rows() -> list[dict]:
             "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
             ["claude-3-5-sonnet-20241022-v2:0", "claude-3-5-sonnet-20241022", "claude-3-5-sonnet"],
         ),
-        ("meta.llama3-1-70b-instruct-v1:0", ["llama3-1-70b-instruct-v1:0", "llama3-1-70b-instruct"]),
+        (
+            "meta.llama3-1-70b-instruct-v1:0",
+            ["llama3-1-70b-instruct-v1:0", "llama3-1-70b-instruct"],
+        ),
         ("models/gemini-1.5-pro-002", ["gemini-1.5-pro-002", "gemini-1.5-pro"]),
         ("openai/gpt-4o-mini", ["gpt-4o-mini"]),
         ("claude-sonnet-4-5-20250929", ["claude-sonnet-4-5-20250929", "claude-sonnet-4-5"]),
@@ -119,8 +122,12 @@ def test_unknown_models_have_no_price(name):
 @pytest.mark.parametrize("name", ["no-such-model", "gpt-99-2025-01-01", "acme-llm"])
 def test_unknown_model_call_stays_unpriced_never_zero(encoding, name):
     call, _ = one_call(
-        {"gen_ai.provider.name": "openai", "gen_ai.request.model": name,
-         "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 10},
+        {
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": name,
+            "gen_ai.usage.input_tokens": 1000,
+            "gen_ai.usage.output_tokens": 10,
+        },
         encoding,
     )
     assert call.cost_usd is None
@@ -145,8 +152,13 @@ def test_apply_fills_missing_provider_but_keeps_a_given_one():
 
 
 def test_apply_keeps_a_reported_cost():
-    call = LlmCall(end_ns=int(NOW * 1e9), model="gpt-4o", input_tokens=10**6,
-                   cost_usd=0.5, cost_source="reported")
+    call = LlmCall(
+        end_ns=int(NOW * 1e9),
+        model="gpt-4o",
+        input_tokens=10**6,
+        cost_usd=0.5,
+        cost_source="reported",
+    )
     PRICES.apply(call)
     assert (call.cost_usd, call.cost_source) == (0.5, "reported")
 
@@ -191,13 +203,15 @@ def test_price_in_force_at_event_time(model, at, input_price, output_price):
     ],
 )
 def test_decoder_prices_a_call_at_its_end_time(encoding, end, expected):
-    from otel_helpers import SpanSpec
-
     end_ns = int(end) * 10**9
     call, _ = one_call(
         SpanSpec(
-            {"gen_ai.request.model": "o3-2025-04-16", "gen_ai.usage.input_tokens": 1000,
-             "gen_ai.usage.cache_read.input_tokens": 200, "gen_ai.usage.output_tokens": 100},
+            {
+                "gen_ai.request.model": "o3-2025-04-16",
+                "gen_ai.usage.input_tokens": 1000,
+                "gen_ai.usage.cache_read.input_tokens": 200,
+                "gen_ai.usage.output_tokens": 100,
+            },
             start_ns=end_ns - 10**9,
             end_ns=end_ns,
         ),
@@ -213,8 +227,15 @@ def test_decoder_prices_a_call_at_its_end_time(encoding, end, expected):
 @pytest.mark.parametrize("model", ["o3", "openai/o3"])
 def test_override_replaces_same_model_and_valid_from(valid_from, model):
     table = PriceTable.bundled(
-        [{"model": model, "provider": "openai", "valid_from": valid_from,
-          "input": 1.00, "output": 4.00}]
+        [
+            {
+                "model": model,
+                "provider": "openai",
+                "valid_from": valid_from,
+                "input": 1.00,
+                "output": 4.00,
+            }
+        ]
     )
     after = table.lookup("o3", epoch(2025, 7, 1))
     assert (after.input, after.output, after.cached_input) == (1.00, 4.00, None)
@@ -226,8 +247,15 @@ def test_override_replaces_same_model_and_valid_from(valid_from, model):
 
 def test_override_with_new_valid_from_adds_a_row():
     table = PriceTable.bundled(
-        [{"model": "gpt-4o", "provider": "openai", "valid_from": "2026-01-01",
-          "input": 1.0, "output": 5.0}]
+        [
+            {
+                "model": "gpt-4o",
+                "provider": "openai",
+                "valid_from": "2026-01-01",
+                "input": 1.0,
+                "output": 5.0,
+            }
+        ]
     )
     assert table.lookup("gpt-4o", epoch(2025, 12, 31, 23, 59, 59)).input == 2.50
     assert table.lookup("gpt-4o", epoch(2026, 1, 1)).input == 1.0
@@ -236,30 +264,53 @@ def test_override_with_new_valid_from_adds_a_row():
 
 def test_override_adds_new_model_with_aliases():
     table = PriceTable.bundled(
-        [{"model": "acme-llm", "provider": "acme", "valid_from": "2025-01-01",
-          "input": 1.5, "output": 3.0, "cached_input": 0.5, "reasoning": 6.0,
-          "aliases": ["openrouter/acme-large", "acme-xl"]}]
+        [
+            {
+                "model": "acme-llm",
+                "provider": "acme",
+                "valid_from": "2025-01-01",
+                "input": 1.5,
+                "output": 3.0,
+                "cached_input": 0.5,
+                "reasoning": 6.0,
+                "aliases": ["openrouter/acme-large", "acme-xl"],
+            }
+        ]
     )
     for name in ("acme-llm", "acme-llm-2025-03-01", "acme-large", "acme-xl", "ACME-XL-latest"):
         price = table.lookup(name, NOW)
         assert price is not None, name
         assert (price.model, price.provider, price.input, price.reasoning) == (
-            "acme-llm", "acme", 1.5, 6.0
+            "acme-llm",
+            "acme",
+            1.5,
+            6.0,
         )
     assert PRICES.lookup("acme-llm", NOW) is None
-    call = LlmCall(end_ns=int(NOW * 1e9), model="acme-xl", input_tokens=1000,
-                   cached_input_tokens=400, output_tokens=100, reasoning_tokens=40)
+    call = LlmCall(
+        end_ns=int(NOW * 1e9),
+        model="acme-xl",
+        input_tokens=1000,
+        cached_input_tokens=400,
+        output_tokens=100,
+        reasoning_tokens=40,
+    )
     table.apply(call)
     assert call.provider == "acme"
     assert call.cost_usd == pytest.approx((600 * 1.5 + 400 * 0.5 + 60 * 3.0 + 40 * 6.0) / M)
 
 
 def test_override_used_by_decoder(encoding):
-    from otel_helpers import make_decoder
-
     table = PriceTable.bundled(
-        [{"model": "gpt-4o", "provider": "openai", "valid_from": "2024-10-01",
-          "input": 100.0, "output": 0.0}]
+        [
+            {
+                "model": "gpt-4o",
+                "provider": "openai",
+                "valid_from": "2024-10-01",
+                "input": 100.0,
+                "output": 0.0,
+            }
+        ]
     )
     call, _ = one_call(
         {"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 1000},
@@ -305,8 +356,13 @@ P_PLAIN = Price("m", "p", date(2024, 1, 1), input=2.0, output=10.0)
 )
 def test_price_cost_arithmetic(price, tokens, expected):
     input_tokens, cached, output, reasoning = tokens
-    call = LlmCall(end_ns=0, input_tokens=input_tokens, cached_input_tokens=cached,
-                   output_tokens=output, reasoning_tokens=reasoning)
+    call = LlmCall(
+        end_ns=0,
+        input_tokens=input_tokens,
+        cached_input_tokens=cached,
+        output_tokens=output,
+        reasoning_tokens=reasoning,
+    )
     assert price.cost(call) == pytest.approx(expected, rel=1e-12, abs=0)
 
 
@@ -318,9 +374,13 @@ def test_price_cost_ignores_total_tokens():
 def test_anthropic_style_cache_reads_through_decoder(encoding):
     """Anthropic reports input tokens excluding cache reads: cached > input."""
     call, _ = one_call(
-        {"gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude-haiku-4-5",
-         "gen_ai.usage.input_tokens": 200, "gen_ai.usage.cache_read.input_tokens": 5000,
-         "gen_ai.usage.output_tokens": 100},
+        {
+            "gen_ai.provider.name": "anthropic",
+            "gen_ai.request.model": "claude-haiku-4-5",
+            "gen_ai.usage.input_tokens": 200,
+            "gen_ai.usage.cache_read.input_tokens": 5000,
+            "gen_ai.usage.output_tokens": 100,
+        },
         encoding,
     )
     # claude-haiku-4-5: input 1.00, cached 0.10, output 5.00
@@ -367,11 +427,15 @@ def test_shipped_row_is_sane(row):
         assert 0 <= row["cached_input"] <= row["input"]
     assert canonical_model(row["model"]) == row["model"]
     # the row is what a lookup of its own name at its own valid_from returns
-    at = datetime(row["valid_from"].year, row["valid_from"].month, row["valid_from"].day,
-                  tzinfo=UTC).timestamp()
+    at = datetime(
+        row["valid_from"].year, row["valid_from"].month, row["valid_from"].day, tzinfo=UTC
+    ).timestamp()
     price = PRICES.lookup(row["model"], at)
     assert (price.model, price.provider, price.input, price.output) == (
-        row["model"], row["provider"], row["input"], row["output"]
+        row["model"],
+        row["provider"],
+        row["input"],
+        row["output"],
     )
     for alias in row.get("aliases", []) or []:
         assert PRICES.lookup(alias, at).model == row["model"]
