@@ -314,7 +314,10 @@ class SessionTracker:
                 session.fold_until(2**62)
                 out.append(session.row("ended"))
                 ended.append(key)
-            elif session.dirty:
+            elif session.dirty and (session.started_ns or session.first_ns <= watermark_ns):
+                # A session is first written only once the watermark has passed its
+                # first span: every earlier span has arrived by then, so `started_at`
+                # (part of the row key) is the same however the input was replayed.
                 session.dirty = False
                 out.append(session.row("active"))
         for key in ended:

@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from observatory.schemas.records import LlmCall
@@ -216,14 +216,21 @@ def _first(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
     return None
 
 
-def _as_text(value: Any, field: str, limits: Limits) -> str:
+def checked_text(value: Any, field: str, limits: Limits) -> str:
+    """A dimension as text; longer than the limit (in UTF-8 bytes) is rejected."""
     if value is None:
         return ""
     if not isinstance(value, str):
         value = str(value)
-    if len(value) > limits.max_attribute_bytes:
-        raise Reject("oversized_attribute", f"{field} is {len(value)} bytes")
+    # Cheap first: a string can take at most 4 bytes a character.
+    if len(value) * 4 > limits.max_attribute_bytes:
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > limits.max_attribute_bytes:
+            raise Reject("oversized_attribute", f"{field} is {size} bytes")
     return value
+
+
+_as_text = checked_text
 
 
 def _as_count(value: Any, field: str, limits: Limits) -> int | None:
@@ -268,7 +275,7 @@ def _json_object(value: Any, field: str) -> Mapping[str, Any]:
         return value
     try:
         parsed = json.loads(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise Reject("invalid_attribute", f"{field} is not a JSON object") from None
     if not isinstance(parsed, dict):
         raise Reject("invalid_attribute", f"{field} is not a JSON object")
@@ -312,23 +319,30 @@ def _finish_reasons(value: Any) -> tuple[str, ...]:
     return (str(value),)
 
 
-def _ttft_ms(attrs: Mapping[str, Any], start_ns: int) -> float | None:
+def _ttft_ms(attrs: Mapping[str, Any], start_ns: int, end_ns: int) -> float | None:
+    """Time to first token in ms, or None when absent or impossible for this span."""
+    ms = None
     seconds = _first(attrs, TTFT_SECONDS)
     if seconds is not None:
         try:
             ms = float(seconds) * 1000.0
         except (TypeError, ValueError):
             return None
-        return ms if math.isfinite(ms) and ms >= 0 else None
-    started = attrs.get(LANGFUSE_COMPLETION_START)
-    if started and start_ns:
+    else:
+        started = attrs.get(LANGFUSE_COMPLETION_START)
+        if not (started and start_ns):
+            return None
         try:
             first = datetime.fromisoformat(str(started).replace("Z", "+00:00"))
-        except ValueError:
+            if first.tzinfo is None:
+                first = first.replace(tzinfo=UTC)
+            ms = (first.timestamp() * 1e9 - start_ns) / 1e6
+        except (ValueError, OverflowError, OSError):
             return None
-        ms = (first.timestamp() * 1e9 - start_ns) / 1e6
-        return ms if ms >= 0 else None
-    return None
+    duration_ms = (end_ns - start_ns) / 1e6 if start_ns else None
+    if not math.isfinite(ms) or ms < 0 or (duration_ms is not None and ms > duration_ms):
+        return None
+    return ms
 
 
 def args_hash(value: Any) -> str:
@@ -458,7 +472,7 @@ def build_call(
         total_tokens=total if total is not None else input_tokens + output_tokens,
         cost_usd=cost,
         cost_source="reported" if cost is not None else "",
-        ttft_ms=_ttft_ms(attrs, start_ns),
+        ttft_ms=_ttft_ms(attrs, start_ns, end_ns),
         is_error=is_error,
         error_type=_as_text(error_type, "error_type", limits),
         finish_reasons=_finish_reasons(_first(attrs, FINISH_REASONS)),

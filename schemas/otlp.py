@@ -44,7 +44,6 @@ _HEADER_VALUES = {
     "application/json": JSON,
 }
 _STATUS_ERROR = 2
-_MAX_JSON_DEPTH = 64
 
 
 @dataclass(slots=True)
@@ -65,10 +64,33 @@ def header_encoding(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
 
 
 def sniff_encoding(value: bytes) -> str:
-    """OTLP/JSON starts with ``{``; protobuf ``TracesData`` never does (0x7B
-    would be field 15 with a group wire type, which OTLP does not use)."""
-    stripped = value.lstrip()
-    return JSON if stripped[:1] == b"{" else PROTO
+    """Tell OTLP/JSON from protobuf by the first bytes.
+
+    A protobuf ``TracesData`` starts with 0x0A (field 1, length-delimited) and
+    never with ``{``. JSON starts with ``{``, possibly after white space — but
+    0x0A is also a newline, and a protobuf whose first entry is 123 bytes long
+    starts with ``\n{``. Only that ambiguous prefix is settled by trying JSON.
+    """
+    if value[:1] == b"{":
+        return JSON
+    stripped = value.lstrip(b" \t\r\n")
+    if stripped[:1] != b"{":
+        return PROTO
+    if value[:2] != b"\n{":
+        return JSON
+    try:
+        json.loads(value)
+    except (ValueError, RecursionError):
+        return PROTO
+    return JSON
+
+
+def _parses_as_json(value: bytes) -> bool:
+    try:
+        json.loads(value)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def _any_value(value: AnyValue, depth: int = 0) -> Any:
@@ -109,12 +131,20 @@ def _json_any_value(value: Any, depth: int = 0) -> Any:
         if key in ("boolValue", "bool_value"):
             return bool(item)
         if key in ("arrayValue", "array_value") and isinstance(item, Mapping):
-            return [_json_any_value(v, depth + 1) for v in item.get("values", []) or []]
+            values = item.get("values") or []
+            return (
+                [_json_any_value(v, depth + 1) for v in values]
+                if isinstance(values, list)
+                else None
+            )
         if key in ("kvlistValue", "kvlist_value") and isinstance(item, Mapping):
+            values = item.get("values") or []
+            if not isinstance(values, list):
+                return None
             return {
-                kv.get("key", ""): _json_any_value(kv.get("value"), depth + 1)
-                for kv in item.get("values", []) or []
-                if isinstance(kv, Mapping)
+                kv["key"]: _json_any_value(kv.get("value"), depth + 1)
+                for kv in values
+                if isinstance(kv, Mapping) and isinstance(kv.get("key"), str)
             }
         if key in ("bytesValue", "bytes_value"):
             return item
@@ -151,22 +181,6 @@ def _json_int(value: Any, name: str) -> int:
     except (TypeError, ValueError):
         raise Reject("invalid_timestamp", f"{name}={str(value)[:40]!r} is not an integer") from None
     return number
-
-
-def _json_depth_ok(text: bytes) -> bool:
-    """Reject absurdly nested JSON before parsing it (cheap bracket count)."""
-    depth = 0
-    deepest = 0
-    for byte in text:
-        if byte in (0x7B, 0x5B):  # { [
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > _MAX_JSON_DEPTH:
-                    return False
-        elif byte in (0x7D, 0x5D):
-            depth -= 1
-    return True
 
 
 class TraceDecoder:
@@ -238,7 +252,9 @@ class TraceDecoder:
             DeadLetter(reason, detail[:500], bytes(value or b""), source, headers)
         ]
         counters = result.counters
-        counters.normalized = counters.skipped_non_genai = counters.dead_lettered_spans = 0
+        # Its spans are not counted: they are inside the dead-lettered record.
+        counters.spans = counters.normalized = counters.skipped_non_genai = 0
+        counters.dead_lettered_spans = 0
         counters.dead_lettered_records = 1
 
     def _decode(self, value, source, headers, result: DecodeResult) -> None:
@@ -249,6 +265,8 @@ class TraceDecoder:
         declared = header_encoding(headers)
         sniffed = sniff_encoding(value)
         expected = declared or (self.default_encoding if self.default_encoding != AUTO else sniffed)
+        if expected == JSON and sniffed == PROTO and _parses_as_json(value):
+            raise Reject("invalid_json", "top level is not an object")
         if expected != sniffed:
             raise Reject(
                 "wrong_encoding",
@@ -270,10 +288,7 @@ class TraceDecoder:
             if value is None or value == "":
                 value = span_attrs.get(key)
             if value is not None and value != "":
-                text = str(value)
-                if len(text) > self.limits.max_attribute_bytes:
-                    raise Reject("oversized_attribute", f"{key} is {len(text)} bytes")
-                return text
+                return dialects.checked_text(value, key, self.limits)
         return "default"
 
     def _check_times(self, start_ns: int, end_ns: int) -> None:
@@ -320,8 +335,8 @@ class TraceDecoder:
             parent_span_id=parent_span_id,
             status_error=status_error,
             tenant=self._tenant(attrs, resource_attrs),
-            service=str(service)[: self.limits.max_attribute_bytes],
-            environment=environment[: self.limits.max_attribute_bytes],
+            service=dialects.checked_text(service, "service", self.limits),
+            environment=dialects.checked_text(environment, "environment", self.limits),
             limits=self.limits,
         )
         self.prices.apply(call)
@@ -390,8 +405,6 @@ class TraceDecoder:
     # --- otlp_json ------------------------------------------------------------
 
     def _decode_json(self, value, source, headers, result: DecodeResult) -> None:
-        if not _json_depth_ok(value):
-            raise Reject("invalid_json", f"nesting deeper than {_MAX_JSON_DEPTH}")
         try:
             data = json.loads(value)
         except (ValueError, RecursionError) as exc:
@@ -399,8 +412,10 @@ class TraceDecoder:
         if not isinstance(data, dict):
             raise Reject("invalid_json", "top level is not an object")
         resource_list = data.get("resourceSpans", data.get("resource_spans"))
+        if resource_list is None:
+            resource_list = []  # an empty request (as protobuf's JSON mapping allows)
         if not isinstance(resource_list, list):
-            raise Reject("invalid_json", "no resourceSpans array")
+            raise Reject("invalid_json", "resourceSpans is not an array")
         counters = result.counters
         for resource_spans in resource_list:
             if not isinstance(resource_spans, dict):
@@ -411,13 +426,20 @@ class TraceDecoder:
             if not isinstance(scopes, list):
                 raise Reject("invalid_json", "scopeSpans is not an array")
             for scope_spans in scopes:
-                spans = scope_spans.get("spans", []) if isinstance(scope_spans, dict) else None
+                spans = (scope_spans.get("spans") or []) if isinstance(scope_spans, dict) else None
                 if not isinstance(spans, list):
                     raise Reject("invalid_json", "spans is not an array")
                 for span in spans:
                     counters.spans += 1
                     try:
                         call = self._json_span(span, resource_attrs)
+                    except (TypeError, ValueError, AttributeError, RecursionError) as exc:
+                        # Malformed structure inside one span costs that span only.
+                        reject = Reject("invalid_span", f"{type(exc).__name__}: {exc}"[:300])
+                        self._dead_span_json(
+                            result, resource_spans, scope_spans, span, source, headers, reject
+                        )
+                        continue
                     except Reject as reject:
                         self._dead_span_json(
                             result, resource_spans, scope_spans, span, source, headers, reject
@@ -439,7 +461,7 @@ class TraceDecoder:
         for kv in items:
             if isinstance(kv, dict):
                 key = kv.get("key")
-                if key in keep:
+                if isinstance(key, str) and key in keep:
                     attrs[key] = _json_any_value(kv.get("value"))
         return attrs
 

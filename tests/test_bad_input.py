@@ -110,9 +110,9 @@ RECORD_CASES = [
         lambda: b'{"resourceSpans": "\xff\xfe"}', [], {}, "invalid_json", id="json-not-utf8"
     ),
     pytest.param(lambda: b"{'single': 'quotes'}", [], {}, "invalid_json", id="json-syntax"),
-    pytest.param(lambda: b'{"foo": 1}', [], {}, "invalid_json", id="json-no-resourceSpans"),
+    pytest.param(lambda: b'{"foo": 1}', [], {}, "empty_record", id="json-no-resourceSpans"),
     pytest.param(
-        lambda: b'{"resourceSpans": null}', [], {}, "invalid_json", id="json-resourceSpans-null"
+        lambda: b'{"resourceSpans": null}', [], {}, "empty_record", id="json-resourceSpans-null"
     ),
     pytest.param(
         lambda: b'{"resourceSpans": {}}', [], {}, "invalid_json", id="json-resourceSpans-object"
@@ -526,11 +526,11 @@ def test_values_at_the_limits_are_accepted(encoding, attrs, decoder_kwargs, spec
     assert len(result.calls) == 1
 
 
-def test_oversized_service_name_is_truncated_not_rejected(encoding):
+def test_oversized_service_name_is_rejected_like_other_dimensions(encoding):
     value, _ = record(GOOD, encoding=encoding, resource={"service.name": "s" * 100})
     result = decode(value, make_decoder(limits=Limits(max_attribute_bytes=64)))
-    (call,) = result.calls
-    assert call.service == "s" * 64
+    assert result.calls == []
+    assert [d.reason for d in result.dead_letters] == ["oversized_attribute"]
 
 
 def test_oversized_resource_tenant_rejects_every_genai_span_of_the_resource(encoding):
@@ -586,7 +586,7 @@ def test_json_span_that_is_not_an_object_is_span_level():
     assert json.loads(dead.value)["resourceSpans"][0]["scopeSpans"][0]["spans"] == ["oops"]
 
 
-# --- known bugs (xfail strict: these pass once the bug is fixed) ------------------------------
+# --- regressions: bugs found by these tests and fixed ------------------------------------------
 
 
 def _proto_with_first_resource_of(size: int) -> tuple[bytes, list]:
@@ -602,12 +602,6 @@ def _proto_with_first_resource_of(size: int) -> tuple[bytes, list]:
     raise AssertionError(f"no padding gives a {size}-byte ResourceSpans")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG schemas/otlp.py sniff_encoding: lstrip() removes the leading 0x0A tag of "
-    "TracesData.resource_spans, so a first ResourceSpans of exactly 123 bytes (length "
-    "byte 0x7B = '{') is sniffed as JSON and the valid record is dead-lettered",
-)
 @pytest.mark.parametrize("default_encoding", ["auto", "otlp_proto"])
 def test_proto_whose_first_resource_is_123_bytes_decodes(default_encoding):
     value, spans = _proto_with_first_resource_of(123)
@@ -620,12 +614,6 @@ def test_proto_whose_first_resource_is_123_bytes_decodes(default_encoding):
 DEEP = "[" * 100_000 + "]" * 100_000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG schemas/dialects.py _json_object: json.loads RecursionError is not caught, "
-    "so one span's deeply nested Langfuse usage/cost JSON dead-letters the whole record "
-    "as decode_error instead of that span as invalid_attribute",
-)
 @pytest.mark.parametrize(
     "key", ["langfuse.observation.usage_details", "langfuse.observation.cost_details"]
 )
@@ -638,12 +626,6 @@ def test_deeply_nested_langfuse_json_is_a_span_level_reject(key):
     assert [d.reason for d in result.dead_letters] == ["invalid_attribute"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG schemas/dialects.py _ttft_ms: datetime.timestamp() of a naive "
-    "completion_start_time in year 1 raises ValueError outside the try, so the whole "
-    "record is dead-lettered as decode_error",
-)
 def test_ancient_naive_completion_start_time_does_not_lose_the_record(encoding):
     bad = SpanSpec({**GOOD, "langfuse.observation.completion_start_time": "0001-01-01T00:00:00"})
     value, spans = record(GOOD, bad, encoding=encoding)
@@ -653,12 +635,6 @@ def test_ancient_naive_completion_start_time_does_not_lose_the_record(encoding):
     assert result.counters.dead_lettered_records == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG schemas/otlp.py _json_attrs/_json_any_value: a malformed attribute entry of "
-    "one JSON span (non-list arrayValue.values, or a list/object 'key') raises TypeError, "
-    "which dead-letters the whole record as decode_error instead of just that span",
-)
 @pytest.mark.parametrize(
     "attribute",
     [
@@ -677,12 +653,6 @@ def test_malformed_json_attribute_is_span_level(attribute):
     assert result.counters.dead_lettered_records == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG schemas/otlp.py _json_depth_ok counts brackets inside JSON strings, so a "
-    "valid shallow OTLP/JSON record whose attribute text holds many '[' is rejected as "
-    "invalid_json (whole record)",
-)
 @pytest.mark.parametrize(
     "text",
     ["[" * 100, "{" * 65, "[" * 60 + "]" * 60],
@@ -696,35 +666,16 @@ def test_brackets_inside_json_strings_are_not_nesting(text):
     assert [c.span_id for c in result.calls] == [span_hex(spans[0])]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor) schemas/otlp.py: the OTLP/JSON form of an export request with no "
-    "spans is '{}' (protobuf JSON omits empty lists) and is rejected as invalid_json, "
-    "while the same request in otlp_proto is empty_record",
-)
 def test_empty_export_request_is_empty_record_in_both_encodings():
     reasons = {enc: decode(encode([], enc)).dead_letters[0].reason for enc in (PROTO, JSON)}
     assert reasons == {PROTO: "empty_record", JSON: "empty_record"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor) schemas/otlp.py sniff_encoding: any record not starting with '{' is "
-    "'protobuf', so JSON declared by its header whose top level is not an object is "
-    "reported as wrong_encoding ('bytes look like otlp_proto'); the invalid_json 'top "
-    "level is not an object' branch in _decode_json is unreachable",
-)
 @pytest.mark.parametrize("value", [b"[1, 2]", b"null", b'"resourceSpans"', b"42", b"[]"])
 def test_json_declared_record_that_is_not_an_object_is_invalid_json(value):
     assert_record_dead(decode(value, headers=JSON_HEADER), value, "invalid_json", JSON_HEADER)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor) schemas/dialects.py _as_text and otlp.py _tenant compare len(str) "
-    "(characters) with Limits.max_attribute_bytes, so multi-byte UTF-8 values up to 4x the "
-    "byte limit are accepted",
-)
 def test_attribute_limit_is_in_bytes(encoding):
     model = "é" * 40  # 40 characters, 80 UTF-8 bytes
     value, _ = record({**GOOD, "gen_ai.request.model": model}, encoding=encoding)

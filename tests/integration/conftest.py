@@ -7,20 +7,15 @@ real services were used.
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
+from support import BOOTSTRAP, DATABASE_URL
 
 from observatory.schemas import migrations
 
-BOOTSTRAP = os.environ.get("OBSERVATORY_TEST_KAFKA", "127.0.0.1:9092")
-DATABASE_URL = os.environ.get(
-    "OBSERVATORY_TEST_DATABASE_URL",
-    "postgresql://observatory:observatory@127.0.0.1:5433/observatory_test",
-)
 TABLES = ("llm_stats", "llm_stats_hourly", "agent_sessions", "pipeline_counters")
 
 

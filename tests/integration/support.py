@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -9,7 +10,12 @@ from pathlib import Path
 
 import yaml
 from confluent_kafka import Producer
-from conftest import BOOTSTRAP
+
+BOOTSTRAP = os.environ.get("OBSERVATORY_TEST_KAFKA", "127.0.0.1:9092")
+DATABASE_URL = os.environ.get(
+    "OBSERVATORY_TEST_DATABASE_URL",
+    "postgresql://observatory:observatory@127.0.0.1:5433/observatory_test",
+)
 
 
 def produce(topic: str, records, *, partition_of=None) -> int:

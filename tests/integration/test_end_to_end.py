@@ -63,7 +63,9 @@ def compare_stats(expected: pd.DataFrame, actual: pd.DataFrame) -> None:
     actual["bucket"] = pd.to_datetime(actual["bucket"], utc=True)
     merged = expected.merge(actual, on=key, how="outer", suffixes=("_exp", "_act"), indicator=True)
     missing = merged[merged["_merge"] != "both"]
-    assert missing.empty, f"rows only on one side:\n{missing[[*key, '_merge']].head(20)}"
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        shown = missing[[*key, "calls_exp", "calls_act", "_merge"]].head(20)
+        assert missing.empty, f"{len(missing)} rows only on one side:\n{shown}"
     for column in STAT_COLUMNS:
         assert (merged[f"{column}_exp"] == merged[f"{column}_act"]).all(), column
     assert ((merged["cost_usd_exp"] - merged["cost_usd_act"]).abs() <= 1e-9).all()
