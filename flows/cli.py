@@ -23,6 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from observatory.flows.config import Config, ConfigError, effective_config_yaml, load_config
+from observatory.sinks.alerts import AlertConfigError
 
 log = logging.getLogger("observatory")
 
@@ -274,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return args.func(args)
-    except (ConfigError, UserError) as exc:
+    except (ConfigError, UserError, AlertConfigError) as exc:
         for line in str(exc).splitlines():
             print(f"observatory: {line}", file=sys.stderr)
         return EXIT_USAGE

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from observatory.sinks.alerts import AlertsConfig
+
 ENV_BOOTSTRAP = "OBSERVATORY_KAFKA_BOOTSTRAP"
 ENV_DATABASE_URL = "OBSERVATORY_DATABASE_URL"
 
@@ -140,7 +142,7 @@ class Config(_Section):
     pricing: PricingConfig = PricingConfig()
     #: Filled in by the detector work; validated there.
     detectors: dict[str, Any] = Field(default_factory=dict)
-    alerts: dict[str, Any] = Field(default_factory=dict)
+    alerts: AlertsConfig = AlertsConfig()
 
 
 def _format_error(error: dict[str, Any]) -> str:

@@ -1,15 +1,17 @@
 """``observatory simulate``: realistic multi-tenant GenAI agent traffic into Kafka.
 
-Spans are made with the real OpenTelemetry SDK and encoded by the OTLP
+Spans come from :mod:`observatory.flows.traffic` (the real OpenTelemetry SDK,
+six attribute dialects, labelled incidents) and are encoded by the OTLP
 exporter's own encoder, then published the way the Collector's Kafka exporter
 does: one record = one ``ExportTraceServiceRequest`` of 1..N spans, in
-``otlp_proto`` or ``otlp_json``, key empty. Each LLM call is written in one of
-the attribute dialects (OpenTelemetry current/deprecated, OpenLLMetry,
-OpenInference, OpenLIT, Langfuse).
+``otlp_proto`` or ``otlp_json``, key empty.
 
-The simulator also writes the ground truth: every call it meant, in canonical
-form (``calls.csv.gz``), and what it produced (``summary.json``), so tests
-can check the pipeline against numbers computed independently.
+Two modes: a replay of a simulated time range as fast as possible (default),
+or ``--pace``: live traffic at a target rate with event time = wall time.
+
+With ``--ground-truth DIR`` it also writes every call it meant in canonical
+form (``calls.csv.gz``), the incidents (``incidents.json``) and what it
+produced (``summary.json``), so results can be checked independently.
 """
 
 from __future__ import annotations
@@ -19,71 +21,57 @@ import base64
 import csv
 import gzip
 import json
-import math
 import random
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace import ReadableSpan
 
-from observatory.schemas.pricing import PriceTable
+from observatory.flows.traffic import (
+    DIALECTS,
+    INCIDENT_KINDS,
+    NS,
+    Incident,
+    Simulator,
+    Summary,
+    plan_incidents,
+)
 from observatory.schemas.records import LlmCall
 
-NS = 1_000_000_000
-DIALECTS = ("otel", "otel_deprecated", "openllmetry", "openinference", "openlit", "langfuse")
+__all__ = [
+    "DIALECTS",
+    "NS",
+    "Incident",
+    "Simulator",
+    "Summary",
+    "make_records",
+    "to_otlp_json",
+]
 
-#: (provider as gen_ai.provider.name, model, latency median ms, input tokens median)
-MODELS = (
-    ("openai", "gpt-4o-2024-08-06", 900.0, 1200),
-    ("openai", "gpt-4o-mini", 500.0, 800),
-    ("anthropic", "claude-sonnet-4-5-20250929", 1400.0, 1500),
-    ("anthropic", "claude-haiku-4-5", 600.0, 900),
-    ("gcp.gemini", "gemini-2.5-flash", 700.0, 1000),
-    ("mistral_ai", "mistral-small", 650.0, 700),
-    ("deepseek", "deepseek-chat", 1100.0, 900),
-    ("x_ai", "grok-3-mini", 800.0, 600),
-)
-TOOLS = ("search_web", "read_file", "run_sql", "call_api", "summarize")
-AGENTS = ("support-agent", "research-agent", "coding-agent")
-
-
-class _Collector(SpanExporter):
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.spans.extend(spans)
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        pass
-
-
-@dataclass
-class Summary:
-    records: int = 0
-    spans: int = 0
-    genai_spans: int = 0
-    non_genai_spans: int = 0
-    malformed_records: int = 0
-    calls_by_dialect: dict[str, int] = field(default_factory=dict)
-    first_event_ns: int = 0
-    last_event_ns: int = 0
+#: Spans per LLM call in the traffic model (LLM + 0.6 tool + agent root + some HTTP).
+SPANS_PER_CALL = 1.93
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--calls", type=int, default=5000, help="LLM calls to simulate")
-    parser.add_argument("--minutes", type=float, default=30.0, help="event-time span (minutes)")
+    rate = parser.add_mutually_exclusive_group()
+    rate.add_argument("--calls", type=int, default=None, help="LLM calls over the range")
+    rate.add_argument("--calls-per-minute", type=float, default=None, help="mean LLM call rate")
+    rate.add_argument(
+        "--spans-per-second", type=float, default=None, help="mean span rate (with --pace)"
+    )
+    parser.add_argument("--minutes", type=float, default=30.0, help="event-time range (minutes)")
     parser.add_argument(
         "--end", type=float, default=None, help="event time of the end (epoch s; default now)"
+    )
+    parser.add_argument(
+        "--pace",
+        action="store_true",
+        help="live: produce each span when the wall clock reaches its end time",
     )
     parser.add_argument("--tenants", type=int, default=3)
     parser.add_argument(
@@ -95,355 +83,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-spans-per-record", type=int, default=20)
     parser.add_argument("--malformed-rate", type=float, default=0.0, help="share of bad records")
     parser.add_argument("--non-genai-rate", type=float, default=0.05, help="extra plain HTTP spans")
+    parser.add_argument(
+        "--incidents",
+        default="",
+        help=f"comma-separated kinds to inject ({','.join(INCIDENT_KINDS)}), or 'all'",
+    )
+    parser.add_argument("--incidents-per-kind", type=int, default=1)
+    parser.add_argument("--incident-minutes", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--topic", default=None, help="default: kafka.topics.spans")
     parser.add_argument(
-        "--ground-truth", default=None, help="directory for calls.csv.gz + summary.json"
+        "--ground-truth", default=None, help="directory for calls.csv.gz, incidents.json, ..."
     )
     parser.add_argument("--quiet", action="store_true")
-
-
-class Simulator:
-    """Generates calls, spans and Kafka records deterministically from a seed."""
-
-    def __init__(
-        self,
-        *,
-        calls: int,
-        start_ns: int,
-        end_ns: int,
-        tenants: int = 3,
-        dialects: Sequence[str] = DIALECTS,
-        seed: int = 7,
-        non_genai_rate: float = 0.05,
-        prices: PriceTable | None = None,
-    ):
-        self.rng = random.Random(seed)
-        self.calls_wanted = calls
-        self.start_ns = start_ns
-        self.end_ns = end_ns
-        self.tenants = [f"tenant-{chr(ord('a') + i)}" for i in range(tenants)]
-        self.services = ("chat-api", "agent-worker")
-        self.dialects = tuple(dialects)
-        self.non_genai_rate = non_genai_rate
-        self.prices = prices or PriceTable.bundled()
-        self._collector = _Collector()
-        self._providers: dict[tuple[str, str], TracerProvider] = {}
-        self.truth: list[LlmCall] = []
-        self.summary = Summary()
-
-    def _tracer(self, tenant: str, service: str):
-        key = (tenant, service)
-        if key not in self._providers:
-            provider = TracerProvider(
-                resource=Resource.create(
-                    {
-                        "service.name": service,
-                        "tenant.id": tenant,
-                        "deployment.environment.name": "prod",
-                    }
-                )
-            )
-            provider.add_span_processor(SimpleSpanProcessor(self._collector))
-            self._providers[key] = provider
-        return self._providers[key].get_tracer("observatory.simulator", "0.1.0")
-
-    def _event_time(self) -> int:
-        # Daily seasonality: accept a uniform time with probability ∝ 1 + 0.5 sin(day phase).
-        while True:
-            t = self.rng.uniform(self.start_ns, self.end_ns)
-            phase = 2 * math.pi * ((t / NS) % 86400) / 86400
-            if self.rng.random() < (1 + 0.5 * math.sin(phase)) / 1.5:
-                return int(t)
-
-    def generate(self) -> list[ReadableSpan]:
-        """Make all spans (sessions of LLM and tool calls); returns them by end time."""
-        made = 0
-        while made < self.calls_wanted:
-            made += self._session()
-        spans = sorted(self._collector.spans, key=lambda s: s.end_time)
-        self.summary.spans = len(spans)
-        self.summary.first_event_ns = spans[0].end_time if spans else 0
-        self.summary.last_event_ns = spans[-1].end_time if spans else 0
-        return spans
-
-    def _session(self) -> int:
-        rng = self.rng
-        tenant = rng.choice(self.tenants)
-        service = rng.choice(self.services)
-        tracer = self._tracer(tenant, service)
-        provider, model, latency_ms, input_median = rng.choice(MODELS)
-        dialect = rng.choice(self.dialects)
-        agent = rng.choice(AGENTS)
-        session_id = f"sess-{rng.getrandbits(48):012x}"
-        steps = max(1, min(int(rng.expovariate(1 / 3)) + 1, self.calls_wanted))
-        t = self._event_time()
-        session_start = t
-        made = 0
-        root = tracer.start_span(
-            f"invoke_agent {agent}",
-            kind=SpanKind.INTERNAL,
-            start_time=t,
-            attributes=self._agent_attrs(dialect, agent, session_id),
-        )
-        for _ in range(steps):
-            duration = int(rng.lognormvariate(math.log(latency_ms), 0.5) * 1e6)
-            input_tokens = int(rng.lognormvariate(math.log(input_median), 0.6))
-            output_tokens = int(rng.lognormvariate(math.log(200), 0.7))
-            cached = int(input_tokens * rng.choice((0, 0, 0.3, 0.6)))
-            error = rng.random() < 0.02
-            call = LlmCall(
-                end_ns=t + duration,
-                duration_ms=duration / 1e6,
-                tenant=tenant,
-                service=service,
-                environment="prod",
-                provider=provider,
-                model=model,
-                operation="chat",
-                agent=agent,
-                session_id=session_id,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cached_input_tokens=cached,
-                ttft_ms=round(duration / 1e6 * 0.3, 3) if dialect == "otel" else None,
-                is_error=error,
-                error_type=("timeout" if dialect in ("otel", "openlit") else "error")
-                if error
-                else "",
-            )
-            self.prices.apply(call)
-            with_parent = _context_of(root)
-            span = tracer.start_span(
-                f"chat {model}",
-                context=with_parent,
-                kind=SpanKind.CLIENT,
-                start_time=t,
-                attributes=self._llm_attrs(dialect, call),
-            )
-            if error:
-                span.set_status(Status(StatusCode.ERROR, "timeout"))
-                if dialect in ("otel", "openlit"):
-                    span.set_attribute("error.type", "timeout")
-            span.end(end_time=call.end_ns)
-            call.trace_id = format(span.get_span_context().trace_id, "032x")
-            call.span_id = format(span.get_span_context().span_id, "016x")
-            self.truth.append(call)
-            self.summary.calls_by_dialect[dialect] = (
-                self.summary.calls_by_dialect.get(dialect, 0) + 1
-            )
-            made += 1
-            t = call.end_ns + int(rng.uniform(5, 50) * 1e6)
-            if rng.random() < 0.6:
-                t = self._tool_span(tracer, root, dialect, tenant, service, agent, session_id, t)
-            if rng.random() < self.non_genai_rate:
-                http = tracer.start_span(
-                    "GET /v1/users",
-                    context=with_parent,
-                    start_time=t,
-                    attributes={"http.request.method": "GET", "url.path": "/v1/users"},
-                )
-                http.end(end_time=t + int(20e6))
-                self.summary.non_genai_spans += 1
-        root.end(end_time=t)
-        self.truth.append(
-            LlmCall(
-                end_ns=t,
-                duration_ms=(t - session_start) / 1e6,
-                tenant=tenant,
-                service=service,
-                environment="prod",
-                operation="invoke_agent",
-                agent=agent,
-                session_id=session_id,
-                trace_id=format(root.get_span_context().trace_id, "032x"),
-            )
-        )
-        return made
-
-    def _tool_span(self, tracer, root, dialect, tenant, service, agent, session_id, t) -> int:
-        tool = self.rng.choice(TOOLS)
-        duration = int(self.rng.lognormvariate(math.log(120), 0.8) * 1e6)
-        span = tracer.start_span(
-            f"execute_tool {tool}",
-            context=_context_of(root),
-            kind=SpanKind.INTERNAL,
-            start_time=t,
-            attributes=self._tool_attrs(dialect, tool, session_id),
-        )
-        span.end(end_time=t + duration)
-        self.truth.append(
-            LlmCall(
-                end_ns=t + duration,
-                duration_ms=duration / 1e6,
-                tenant=tenant,
-                service=service,
-                environment="prod",
-                operation="execute_tool",
-                agent=agent,
-                tool=tool,
-                session_id=session_id,
-                trace_id=format(span.get_span_context().trace_id, "032x"),
-            )
-        )
-        return t + duration + int(self.rng.uniform(1, 10) * 1e6)
-
-    # --- attribute dialects -------------------------------------------------------------
-
-    @staticmethod
-    def _agent_attrs(dialect: str, agent: str, session_id: str) -> dict:
-        if dialect == "openinference":
-            return {
-                "openinference.span.kind": "AGENT",
-                "agent.name": agent,
-                "session.id": session_id,
-            }
-        if dialect == "openllmetry":
-            return {
-                "traceloop.span.kind": "agent",
-                "traceloop.entity.name": agent,
-                "traceloop.association.properties.session_id": session_id,
-            }
-        if dialect == "langfuse":
-            return {
-                "langfuse.observation.type": "agent",
-                "gen_ai.agent.name": agent,
-                "langfuse.session.id": session_id,
-            }
-        if dialect == "openlit":
-            return {
-                "gen_ai.operation.name": "invoke_agent",
-                "gen_ai.agent.name": agent,
-                "gen_ai.agent.session_id": session_id,
-            }
-        return {
-            "gen_ai.operation.name": "invoke_agent",
-            "gen_ai.agent.name": agent,
-            "gen_ai.conversation.id": session_id,
-        }
-
-    @staticmethod
-    def _tool_attrs(dialect: str, tool: str, session_id: str) -> dict:
-        if dialect == "openinference":
-            return {"openinference.span.kind": "TOOL", "tool.name": tool, "session.id": session_id}
-        if dialect == "openllmetry":
-            return {
-                "traceloop.span.kind": "tool",
-                "traceloop.entity.name": tool,
-                "traceloop.association.properties.session_id": session_id,
-            }
-        if dialect == "langfuse":
-            return {
-                "langfuse.observation.type": "tool",
-                "gen_ai.tool.name": tool,
-                "langfuse.session.id": session_id,
-            }
-        if dialect == "openlit":
-            return {
-                "gen_ai.operation.name": "execute_tool",
-                "gen_ai.tool.name": tool,
-                "gen_ai.agent.session_id": session_id,
-            }
-        return {
-            "gen_ai.operation.name": "execute_tool",
-            "gen_ai.tool.name": tool,
-            "gen_ai.conversation.id": session_id,
-        }
-
-    @staticmethod
-    def _llm_attrs(dialect: str, call: LlmCall) -> dict:
-        legacy_provider = {"x_ai": "xai"}.get(call.provider, call.provider)
-        if dialect == "otel":
-            attrs = {
-                "gen_ai.operation.name": "chat",
-                "gen_ai.provider.name": call.provider,
-                "gen_ai.request.model": call.model,
-                "gen_ai.response.model": call.model,
-                "gen_ai.usage.input_tokens": call.input_tokens,
-                "gen_ai.usage.output_tokens": call.output_tokens,
-                "gen_ai.usage.cache_read.input_tokens": call.cached_input_tokens,
-                "gen_ai.conversation.id": call.session_id,
-                "gen_ai.agent.name": call.agent,
-                "gen_ai.response.finish_reasons": ["stop"],
-            }
-            if call.ttft_ms is not None:
-                attrs["gen_ai.response.time_to_first_chunk"] = call.ttft_ms / 1000.0
-            return attrs
-        if dialect == "otel_deprecated":
-            return {
-                "gen_ai.system": legacy_provider,
-                "gen_ai.request.model": call.model,
-                "gen_ai.usage.prompt_tokens": call.input_tokens,
-                "gen_ai.usage.completion_tokens": call.output_tokens,
-                "gen_ai.usage.cache_read_input_tokens": call.cached_input_tokens,
-                "gen_ai.conversation.id": call.session_id,
-            }
-        if dialect == "openllmetry":
-            return {
-                "gen_ai.system": legacy_provider,
-                "llm.request.type": "chat",
-                "gen_ai.request.model": call.model,
-                "gen_ai.response.model": call.model,
-                "gen_ai.usage.prompt_tokens": call.input_tokens,
-                "gen_ai.usage.completion_tokens": call.output_tokens,
-                "llm.usage.total_tokens": call.input_tokens + call.output_tokens,
-                "gen_ai.usage.cache_read_input_tokens": call.cached_input_tokens,
-                "traceloop.association.properties.session_id": call.session_id,
-            }
-        if dialect == "openinference":
-            attrs = {
-                "openinference.span.kind": "LLM",
-                "llm.model_name": call.model,
-                "llm.provider": {
-                    "gcp.gemini": "google",
-                    "mistral_ai": "mistralai",
-                    "x_ai": "xai",
-                }.get(call.provider, call.provider),
-                "llm.token_count.prompt": call.input_tokens,
-                "llm.token_count.completion": call.output_tokens,
-                "llm.token_count.total": call.input_tokens + call.output_tokens,
-                "llm.token_count.prompt_details.cache_read": call.cached_input_tokens,
-                "session.id": call.session_id,
-            }
-            if call.cost_usd is not None:
-                attrs["llm.cost.total"] = call.cost_usd
-            return attrs
-        if dialect == "openlit":
-            attrs = {
-                "gen_ai.operation.name": "chat",
-                "gen_ai.system": legacy_provider,
-                "gen_ai.request.model": call.model,
-                "gen_ai.usage.input_tokens": call.input_tokens,
-                "gen_ai.usage.output_tokens": call.output_tokens,
-                "gen_ai.usage.total_tokens": call.input_tokens + call.output_tokens,
-                "gen_ai.usage.prompt_tokens_details.cached_tokens": call.cached_input_tokens,
-                "gen_ai.agent.session_id": call.session_id,
-            }
-            if call.cost_usd is not None:
-                attrs["gen_ai.usage.cost"] = call.cost_usd
-            return attrs
-        # langfuse: usage and cost as JSON objects, provider implied by the model
-        usage = {
-            "input": call.input_tokens,
-            "output": call.output_tokens,
-            "total": call.input_tokens + call.output_tokens,
-            "cache_read_input_tokens": call.cached_input_tokens,
-        }
-        attrs = {
-            "langfuse.observation.type": "generation",
-            "langfuse.observation.model.name": call.model,
-            "langfuse.observation.usage_details": json.dumps(usage),
-            "langfuse.session.id": call.session_id,
-        }
-        if call.cost_usd is not None:
-            attrs["langfuse.observation.cost_details"] = json.dumps({"total": call.cost_usd})
-        return attrs
-
-
-def _context_of(span):
-    from opentelemetry import trace
-
-    return trace.set_span_in_context(span)
 
 
 # --- records -------------------------------------------------------------------------
@@ -471,20 +123,28 @@ def malformed_record(rng: random.Random, good: bytes) -> bytes:
 
 
 def make_records(
-    spans: list[ReadableSpan],
+    spans: Iterable[ReadableSpan],
     rng: random.Random,
     *,
     encoding: str,
     max_spans: int,
     malformed_rate: float,
     summary: Summary,
-):
-    """Yield (value, headers, span count) records of 1..max_spans spans each."""
-    i = 0
-    while i < len(spans):
-        n = rng.randint(1, max_spans)
-        chunk = spans[i : i + n]
-        i += n
+) -> Iterator[tuple[bytes, list[tuple[str, bytes]], int]]:
+    """Yield (value, headers, span count) records of 1..max_spans spans each.
+
+    A malformed record (span count 0) follows a good one with probability
+    ``malformed_rate``.
+    """
+    iterator = iter(spans)
+    while True:
+        chunk = []
+        for span in iterator:
+            chunk.append(span)
+            if len(chunk) >= rng.randint(1, max_spans):
+                break
+        if not chunk:
+            return
         request = encode_spans(chunk)
         enc = encoding if encoding != "mixed" else rng.choice(("otlp_proto", "otlp_json"))
         if enc == "otlp_json":
@@ -499,75 +159,111 @@ def make_records(
             yield malformed_record(rng, value), [], 0
 
 
-def write_ground_truth(directory: Path, calls: list[LlmCall], summary: Summary) -> None:
+TRUTH_COLUMNS = (
+    "end_ns", "duration_ms", "trace_id", "tenant", "service", "provider", "model", "operation",
+    "agent", "tool", "session_id", "input_tokens", "output_tokens", "cached_input_tokens",
+    "reasoning_tokens", "cost_usd", "ttft_ms", "is_error",
+)  # fmt: skip
+
+
+def write_ground_truth(
+    directory: Path, calls: list[LlmCall], summary: Summary, incidents: Iterable[Incident] = ()
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    columns = [
-        "end_ns",
-        "duration_ms",
-        "trace_id",
-        "tenant",
-        "service",
-        "provider",
-        "model",
-        "operation",
-        "agent",
-        "tool",
-        "session_id",
-        "input_tokens",
-        "output_tokens",
-        "cached_input_tokens",
-        "reasoning_tokens",
-        "cost_usd",
-        "ttft_ms",
-        "is_error",
-    ]
+
+    def cell(value):
+        if value is None:
+            return ""
+        return repr(value) if isinstance(value, float) else value
+
     with gzip.open(directory / "calls.csv.gz", "wt", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(columns)
+        writer.writerow(TRUTH_COLUMNS)
         for call in calls:
-            writer.writerow(
-                [
-                    ""
-                    if getattr(call, c) is None
-                    else repr(getattr(call, c))
-                    if isinstance(getattr(call, c), float)
-                    else getattr(call, c)
-                    for c in columns
-                ]
-            )
+            writer.writerow([cell(getattr(call, c)) for c in TRUTH_COLUMNS])
     (directory / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
+    (directory / "incidents.json").write_text(
+        json.dumps([i.as_dict() for i in incidents], indent=2)
+    )
+
+
+# --- the command -----------------------------------------------------------------------
+
+
+def _incident_kinds(text: str) -> list[str]:
+    if not text:
+        return []
+    if text == "all":
+        return list(INCIDENT_KINDS)
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = sorted(set(kinds) - set(INCIDENT_KINDS))
+    if unknown:
+        raise ValueError(f"unknown incident kind(s) {unknown}; choose from {INCIDENT_KINDS}")
+    return kinds
+
+
+def build_simulator(config, args: argparse.Namespace) -> Simulator:
+    from observatory.flows.pipeline import make_decoder
+
+    dialects = [d.strip() for d in args.dialects.split(",") if d.strip()]
+    unknown = sorted(set(dialects) - set(DIALECTS))
+    if unknown:
+        raise ValueError(f"unknown dialect(s) {unknown}; choose from {DIALECTS}")
+    now = time.time()
+    if args.pace:
+        start_s = now if args.end is None else args.end - args.minutes * 60
+    else:
+        start_s = (args.end if args.end is not None else now) - args.minutes * 60
+    start_ns = int(start_s * NS)
+    end_ns = start_ns + int(args.minutes * 60 * NS)
+    rng = random.Random(args.seed + 1)
+    tenants = [f"tenant-{chr(ord('a') + i)}" for i in range(args.tenants)]
+    kinds = _incident_kinds(args.incidents)
+    incidents = (
+        plan_incidents(
+            rng,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            kinds=kinds,
+            per_kind=args.incidents_per_kind,
+            tenants=tenants,
+            duration_ns=int(args.incident_minutes * 60 * NS),
+            quiet_head_ns=min(60 * 60 * NS, (end_ns - start_ns) // 4),
+        )
+        if kinds
+        else []
+    )
+    if args.spans_per_second:
+        rate = {"calls_per_minute": args.spans_per_second * 60 / SPANS_PER_CALL}
+    elif args.calls_per_minute:
+        rate = {"calls_per_minute": args.calls_per_minute}
+    else:
+        rate = {"calls": args.calls or 5000}
+    return Simulator(
+        start_ns=start_ns,
+        end_ns=end_ns,
+        tenants=args.tenants,
+        dialects=dialects,
+        seed=args.seed,
+        non_genai_rate=args.non_genai_rate,
+        incidents=incidents,
+        prices=make_decoder(config, config.kafka.topics.spans).prices,
+        keep_truth=bool(args.ground_truth),
+        **rate,
+    )
 
 
 def run_simulation(config, args: argparse.Namespace) -> int:
     from confluent_kafka import Producer
 
     from observatory.flows.kafka_io import client_config
-    from observatory.flows.pipeline import make_decoder
 
-    end_s = args.end if args.end is not None else time.time()
-    dialects = [d.strip() for d in args.dialects.split(",") if d.strip()]
-    unknown = sorted(set(dialects) - set(DIALECTS))
-    if unknown:
-        print(
-            f"observatory simulate: unknown dialect(s) {unknown}; choose from {DIALECTS}",
-            file=sys.stderr,
-        )
+    try:
+        sim = build_simulator(config, args)
+    except ValueError as exc:
+        print(f"observatory simulate: {exc}", file=sys.stderr)
         return 2
     topic = args.topic or config.kafka.topics.spans
-    prices = make_decoder(config, topic).prices
-    sim = Simulator(
-        calls=args.calls,
-        start_ns=int((end_s - args.minutes * 60) * NS),
-        end_ns=int(end_s * NS),
-        tenants=args.tenants,
-        dialects=dialects,
-        seed=args.seed,
-        non_genai_rate=args.non_genai_rate,
-        prices=prices,
-    )
-    started = time.monotonic()
-    spans = sim.generate()
-    sim.summary.genai_spans = len(sim.truth)
     producer = Producer(
         {
             **client_config(config.kafka.bootstrap_servers, config.kafka.client),
@@ -576,10 +272,13 @@ def run_simulation(config, args: argparse.Namespace) -> int:
             "message.max.bytes": 10_000_000,
         }
     )
-    progress = None if args.quiet else _progress(len(spans))
+    expected = int(sim.calls_per_minute * (sim.end_ns - sim.start_ns) / 60e9 * SPANS_PER_CALL)
+    progress = None if args.quiet else _progress(expected, paced=args.pace)
+    started = time.monotonic()
+    spans = _paced(sim.stream()) if args.pace else sim.stream()
     for value, headers, n_spans in make_records(
         spans,
-        sim.rng,
+        random.Random(args.seed),
         encoding=args.encoding,
         max_spans=args.max_spans_per_record,
         malformed_rate=args.malformed_rate,
@@ -601,17 +300,33 @@ def run_simulation(config, args: argparse.Namespace) -> int:
         print(f"observatory simulate: {remaining} records not delivered", file=sys.stderr)
         return 1
     if args.ground_truth:
-        write_ground_truth(Path(args.ground_truth), sim.truth, sim.summary)
+        write_ground_truth(Path(args.ground_truth), sim.truth, sim.summary, sim.incidents)
     s = sim.summary
     print(
         f"produced {s.records} records ({s.malformed_records} malformed) holding {s.spans} spans "
-        f"({len(sim.truth)} GenAI, {s.non_genai_spans} plain) to {topic} "
+        f"({s.genai_spans} GenAI, {s.non_genai_spans} plain) to {topic} "
         f"in {time.monotonic() - started:.1f}s"
+        + (f"; incidents: {', '.join(i.kind for i in sim.incidents)}" if sim.incidents else "")
     )
     return 0
 
 
-def _progress(total: int):
+def _paced(spans: Iterable[ReadableSpan]) -> Iterator[ReadableSpan]:
+    """Hold each span until the wall clock reaches its end time."""
+    for span in spans:
+        delay = span.end_time / NS - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        yield span
+
+
+def _progress(total: int, *, paced: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="span", desc="simulate", file=sys.stderr)
+    return tqdm(
+        total=total,
+        unit="span",
+        desc="simulate (live)" if paced else "simulate",
+        file=sys.stderr,
+        mininterval=0.5,
+    )

@@ -43,7 +43,8 @@ class Backoff:
         return min(self.max_s, self.initial_s * 2**attempt)
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        return rng.uniform(self.ceiling(attempt) / 2, self.ceiling(attempt))
+        """Full jitter: anywhere up to the ceiling, so retrying clients spread out."""
+        return rng.uniform(0.0, self.ceiling(attempt))
 
 
 def retry(

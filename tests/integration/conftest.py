@@ -16,7 +16,15 @@ from support import BOOTSTRAP, DATABASE_URL
 
 from observatory.schemas import migrations
 
-TABLES = ("llm_stats", "llm_stats_hourly", "agent_sessions", "pipeline_counters")
+TABLES = (
+    "llm_stats",
+    "llm_stats_hourly",
+    "agent_sessions",
+    "pipeline_counters",
+    "anomalies",
+    "alert_outbox",
+    "alert_deliveries",
+)
 
 
 def pytest_collection_modifyitems(items):

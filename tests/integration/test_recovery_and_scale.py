@@ -79,10 +79,16 @@ def test_sigkill_mid_stream_then_restart_gives_exact_tables(
     check_against_truth(db, sim)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """n distinct free ports (all sockets held until every port is chosen)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 @pytest.mark.parametrize("layout", ["two_processes", "two_workers"])
@@ -96,7 +102,7 @@ def test_parallel_runs_match_the_single_worker_truth(
         result = run_flow(config, "--workers", "2", timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
     else:
-        addresses = f"127.0.0.1:{_free_port()};127.0.0.1:{_free_port()}"
+        addresses = ";".join(f"127.0.0.1:{port}" for port in _free_ports(2))
         procs = [start_flow(config, "-a", addresses, "-i", str(i)) for i in range(2)]
         for proc in procs:
             _, err = proc.communicate(timeout=600)
