@@ -121,6 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         recovery = RecoveryConfig(db_dir)
     addresses = args.addresses.split(";") if args.addresses else None
     flow = _build_flow(config, args.stop_at_end)
+    dispatcher = _start_dispatcher(config) if (args.process_id == 0 or not addresses) else None
     retention = None
     if pipeline.retention_days and (args.process_id == 0 or not addresses):
         from observatory.sinks.timescale import RetentionJob
@@ -144,8 +145,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if retention is not None:
         retention.stop()
+    if dispatcher is not None:
+        dispatcher.finish()
     log.info("flow finished")
     return 0
+
+
+class _Dispatcher:
+    """The alert dispatcher's background thread, with a last pass at the end."""
+
+    def __init__(self, dispatcher):
+        import threading
+
+        self.dispatcher = dispatcher
+        self.stop = threading.Event()
+        self.thread = dispatcher.start(self.stop)
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        # So that a --stop-at-end run also delivers what its last windows raised.
+        self.dispatcher.run_once()
+
+
+def _start_dispatcher(config: Config) -> _Dispatcher | None:
+    from observatory.sinks.alerts import AlertDispatcher
+
+    if not config.alerts.routes:
+        return None
+    return _Dispatcher(AlertDispatcher.from_config(config.database.url, config.alerts))
 
 
 def _build_flow(config: Config, stop_at_end: bool):

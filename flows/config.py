@@ -13,8 +13,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from observatory.detectors.config import KINDS, DetectorsConfig
 from observatory.sinks.alerts import AlertsConfig
 
 ENV_BOOTSTRAP = "OBSERVATORY_KAFKA_BOOTSTRAP"
@@ -140,9 +148,19 @@ class Config(_Section):
     pipeline: PipelineConfig = PipelineConfig()
     ingest: IngestConfig = IngestConfig()
     pricing: PricingConfig = PricingConfig()
-    #: Filled in by the detector work; validated there.
-    detectors: dict[str, Any] = Field(default_factory=dict)
+    detectors: DetectorsConfig = DetectorsConfig()
     alerts: AlertsConfig = AlertsConfig()
+
+    @model_validator(mode="after")
+    def _routes_exist(self) -> Config:
+        known = set(self.alerts.routes)
+        for kind in KINDS:
+            for route in self.detectors.kind(kind).routes:
+                if route not in known:
+                    raise ValueError(
+                        f"detectors.{kind}.routes: no route named {route!r} in alerts.routes"
+                    )
+        return self
 
 
 def _format_error(error: dict[str, Any]) -> str:

@@ -16,14 +16,17 @@ from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
+from observatory.detectors.config import build_detectors
 from observatory.flows.config import Config
 from observatory.flows.kafka_io import KafkaBatchSource, client_config, dead_letter_headers
-from observatory.operators.ingest import decode_batch, route_to_shards
+from observatory.operators.detect import DetectFeed, DetectionStage
+from observatory.operators.ingest import decode_batch, route_to_shards, shard_name
 from observatory.operators.windows import CountersRow, LateData, ShardInput, WindowShard
 from observatory.schemas.dialects import Limits
 from observatory.schemas.otlp import TraceDecoder
 from observatory.schemas.pricing import PriceTable
 from observatory.schemas.records import DeadLetter
+from observatory.sinks.alerts import AlertOutboxSink
 from observatory.sinks.base import Backoff
 from observatory.sinks.timescale import TimescaleSink
 
@@ -45,6 +48,24 @@ def make_decoder(config: Config, topic: str) -> TraceDecoder:
         default_encoding=config.kafka.encoding_of(topic),
         max_record_bytes=ingest.max_record_bytes,
     )
+
+
+class _DetectLogic(StatefulBatchLogic[DetectFeed, object, bytes]):
+    """Adapts the pure :class:`DetectionStage` to Bytewax's stateful operator."""
+
+    def __init__(self, stage: DetectionStage):
+        self.stage = stage
+
+    def on_batch(self, values: list[DetectFeed]):
+        return self.stage.on_batch(values), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return self.stage.snapshot()
+
+
+def detection_enabled(config: Config) -> bool:
+    detectors = build_detectors(config.detectors)
+    return bool(detectors.series or detectors.runaway or detectors.budget)
 
 
 class _ShardLogic(StatefulBatchLogic[ShardInput, object, bytes]):
@@ -106,6 +127,8 @@ def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
     partitions = source.list_parts()
     decoder = make_decoder(config, topic)
 
+    detect = detection_enabled(config)
+
     def build_shard(resume: bytes | None) -> _ShardLogic:
         return _ShardLogic(
             WindowShard(
@@ -116,6 +139,20 @@ def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
                 partitions=partitions,
                 session_timeout_s=pipeline.session_timeout_seconds,
                 max_sessions=pipeline.max_sessions_per_shard,
+                detect=detect,
+                runaway=build_detectors(config.detectors).runaway,
+                runaway_severity=config.detectors.runaway_loop.severity,
+                resume=resume,
+            )
+        )
+
+    def build_detection(resume: bytes | None) -> _DetectLogic:
+        return _DetectLogic(
+            DetectionStage(
+                window_s=pipeline.window_seconds,
+                shards=[shard_name(i) for i in range(shards)],
+                detectors=config.detectors,
+                policy=config.alerts.lifecycle_policy(),
                 resume=resume,
             )
         )
@@ -132,7 +169,23 @@ def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
     )
     outputs = op.stateful_batch("aggregate_event_time_windows", shard_inputs, build_shard)
     named = op.map("name_rows_by_shard", outputs, _tag_shard)
-    rows = op.filter("keep_table_rows", named, lambda row: not isinstance(row, LateData))
+    rows = op.filter(
+        "keep_table_rows", named, lambda row: not isinstance(row, LateData | DetectFeed)
+    )
+    if detect:
+        feeds = op.filter("keep_closed_windows", named, lambda row: isinstance(row, DetectFeed))
+        # One detection key: its work is per closed window, not per span.
+        keyed_feeds = op.key_on("all_windows_to_detection", feeds, lambda _: "detection")
+        alerts = op.stateful_batch("detect_anomalies", keyed_feeds, build_detection)
+        op.output(
+            "enqueue_alerts_in_outbox",
+            op.map("drop_detection_key", alerts, lambda kv: kv[1]),
+            AlertOutboxSink(
+                config.database.url,
+                config.alerts,
+                backoff=Backoff(deadline_s=config.database.max_retry_seconds),
+            ),
+        )
     op.output(
         "upsert_into_timescaledb",
         rows,
@@ -165,4 +218,6 @@ def _tag_shard(keyed: tuple[str, object]) -> object:
     shard, row = keyed
     if isinstance(row, CountersRow):
         return CountersRow(shard, row.values)
+    if isinstance(row, DetectFeed):
+        row.shard = shard
     return row

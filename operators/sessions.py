@@ -12,14 +12,16 @@ emitted one last time and evicted, so memory is bounded by the number of
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from observatory.detectors.runaway import SessionSnapshot
 from observatory.schemas.records import LlmCall
 
 NS = 1_000_000_000
+MINUTE_NS = 60 * NS
 _LLM_OPERATIONS = frozenset(("chat", "text_completion", "embeddings"))
 #: Distinct tool names remembered per session (the count stops growing there).
 MAX_DISTINCT_TOOLS = 256
@@ -53,6 +55,8 @@ class SessionPartial:
     #: (end_ns, tool, args_hash) of each tool call, in no particular order
     tool_events: list[tuple[int, str, str]] = field(default_factory=list)
     trace_id: str = ""
+    #: (end_ns, cost or None) of each LLM call, in no particular order
+    llm_events: list[tuple[int, float | None]] = field(default_factory=list)
 
     def add(self, call: LlmCall) -> None:
         if not self.service:
@@ -73,6 +77,7 @@ class SessionPartial:
             return
         if call.operation in _LLM_OPERATIONS:
             self.llm_calls += 1
+            self.llm_events.append((call.end_ns, call.cost_usd))
             self.input_tokens += call.input_tokens
             self.output_tokens += call.output_tokens
             if call.cost_usd is None:
@@ -87,8 +92,8 @@ def session_partials(calls: Iterable[LlmCall]) -> dict[str, SessionPartial]:
     >>> calls = [LlmCall(end_ns=1, session_id="s", operation="chat", input_tokens=5),
     ...          LlmCall(end_ns=2, session_id="s", operation="execute_tool", tool="grep")]
     >>> part = session_partials(calls)["default\\x1fs"]
-    >>> part.llm_calls, part.tool_calls, part.input_tokens, part.tool_events
-    (1, 1, 5, [(2, 'grep', '')])
+    >>> part.llm_calls, part.tool_calls, part.input_tokens, part.tool_events, part.llm_events
+    (1, 1, 5, [(2, 'grep', '')], [(1, None)])
     """
     parts: dict[str, SessionPartial] = {}
     for call in calls:
@@ -141,6 +146,9 @@ class Session:
         "dirty",
         "errors",
         "first_ns",
+        "folded_cost",
+        "folded_llm",
+        "folded_tools",
         "input_tokens",
         "last_ns",
         "last_tool",
@@ -149,6 +157,8 @@ class Session:
         "longest_run_tool",
         "output_tokens",
         "pending",
+        "pending_llm",
+        "recent",
         "run_length",
         "service",
         "session_id",
@@ -178,6 +188,13 @@ class Session:
         self.unpriced_calls = 0
         self.tools: set[str] = set()
         self.pending: list[tuple[int, str, str]] = []
+        self.pending_llm: list[tuple[int, float | None]] = []
+        # As of the last fold point, in event-time order: calls and cost so far,
+        # and the end times of the calls of the last minute (loop velocity).
+        self.folded_llm = 0
+        self.folded_tools = 0
+        self.folded_cost = 0.0
+        self.recent: deque[int] = deque()
         self.last_tool: tuple[str, str] | None = None
         self.run_length = 0
         self.longest_run = 0
@@ -209,13 +226,27 @@ class Session:
             if len(self.tools) < MAX_DISTINCT_TOOLS:
                 self.tools.add(event[1])
         self.pending.extend(part.tool_events)
-        if len(self.pending) > MAX_PENDING_TOOL_CALLS:
-            self.pending.sort()
-            self.fold_until(self.pending[len(self.pending) - MAX_PENDING_TOOL_CALLS][0] - 1)
+        self.pending_llm.extend(part.llm_events)
+        excess = len(self.pending) + len(self.pending_llm) - MAX_PENDING_TOOL_CALLS
+        if excess > 0:
+            # A pathological backlog: fold the oldest early to bound memory.
+            times = sorted([e[0] for e in self.pending] + [e[0] for e in self.pending_llm])
+            self.fold_until(times[excess] - 1)
         self.dirty = True
 
     def fold_until(self, watermark_ns: int) -> None:
-        """Fold tool calls at or before the watermark into the run statistics, in time order."""
+        """Fold calls at or before the watermark into the running statistics, in time order."""
+        if self.pending_llm:
+            self.pending_llm.sort(key=lambda e: e[0])
+            done = 0
+            for end_ns, cost in self.pending_llm:
+                if end_ns > watermark_ns:
+                    break
+                done += 1
+                self.folded_llm += 1
+                self.folded_cost += cost or 0.0
+                self.recent.append(end_ns)
+            del self.pending_llm[:done]
         if not self.pending:
             return
         self.pending.sort()
@@ -224,6 +255,8 @@ class Session:
             if end_ns > watermark_ns:
                 break
             done += 1
+            self.folded_tools += 1
+            self.recent.append(end_ns)
             current = (tool, args)
             if current == self.last_tool:
                 self.run_length += 1
@@ -236,6 +269,32 @@ class Session:
         if done:
             del self.pending[:done]
             self.dirty = True
+
+    def snapshot_at(self, boundary_ns: int) -> SessionSnapshot | None:
+        """The session as of ``boundary_ns``, or None when it was quiet in the last minute.
+
+        Only calls up to the boundary count, in event-time order, so the snapshot
+        is the same however the input was batched or replayed.
+        """
+        self.fold_until(boundary_ns)
+        recent = self.recent
+        while recent and recent[0] <= boundary_ns - MINUTE_NS:
+            recent.popleft()
+        if not recent:
+            return None
+        return SessionSnapshot(
+            agent=self.agent,
+            t=boundary_ns / NS,
+            steps=self.folded_llm + self.folded_tools,
+            tool_calls=self.folded_tools,
+            llm_calls=self.folded_llm,
+            current_identical_run=self.run_length,
+            calls_last_minute=float(sum(1 for t in recent if t <= boundary_ns)),
+            cost_usd=self.folded_cost,
+            tenant=self.tenant,
+            service=self.service,
+            session_id=self.session_id,
+        )
 
     def row(self, status: str) -> SessionRow:
         if not self.started_ns:
@@ -323,6 +382,15 @@ class SessionTracker:
         for key in ended:
             del self.sessions[key]
         self.ended += len(ended)
+        return out
+
+    def snapshots_at(self, boundary_ns: int) -> list[tuple[Session, SessionSnapshot]]:
+        """Snapshots of the sessions active in the minute before ``boundary_ns``."""
+        out = []
+        for session in self.sessions.values():
+            snapshot = session.snapshot_at(boundary_ns)
+            if snapshot is not None:
+                out.append((session, snapshot))
         return out
 
     def flush(self) -> list[SessionRow]:

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from observatory.detectors.runaway import RunawayLoop
+from observatory.operators.detect import DetectFeed, runaway_observation
 from observatory.operators.sessions import SessionPartial, SessionRow, SessionTracker
 from observatory.operators.stats import StatsAcc, StatsKey, StatsRow, WindowKey
 from observatory.schemas.records import DecodeCounters
@@ -88,6 +90,10 @@ class _State:
     counters_dirty: bool = False
     sessions: SessionTracker = field(default_factory=SessionTracker)
     sessions_at_window: int = -1  # the window index at which sessions were last emitted
+    runaway: RunawayLoop | None = None
+    #: sessions with an anomalous runaway verdict, so that their return to normal is sent
+    runaway_alerted: set[str] = field(default_factory=set)
+    last_boundary_ns: int = 0
 
 
 def _utc(ns: int) -> datetime:
@@ -121,6 +127,9 @@ class WindowShard:
         hourly: bool = True,
         session_timeout_s: float = 1800.0,
         max_sessions: int = 500_000,
+        detect: bool = False,
+        runaway: RunawayLoop | None = None,
+        runaway_severity: str = "error",
         name: str = "shard",
         resume: bytes | None = None,
         clock: Callable[[], float] = time.time,
@@ -141,9 +150,12 @@ class WindowShard:
             else _State(
                 sessions=SessionTracker(
                     inactivity_timeout_s=session_timeout_s, max_sessions=max_sessions
-                )
+                ),
+                runaway=runaway,
             )
         )
+        self.detect = detect
+        self.runaway_severity = runaway_severity
         now = clock()
         for part in self.state.partitions.values():
             # System time does not survive a restart: treat every partition as fresh.
@@ -240,6 +252,40 @@ class WindowShard:
 
     # --- internals --------------------------------------------------------------------
 
+    def _session_boundaries(self, watermark: int) -> list:
+        """Runaway-loop verdicts on live sessions, as of each window boundary passed."""
+        state = self.state
+        last = watermark - watermark % self.window_ns
+        first = state.last_boundary_ns + self.window_ns if state.last_boundary_ns else last
+        # After a long idle jump only the latest boundaries matter.
+        first = max(first, last - 5 * self.window_ns)
+        observations = []
+        for boundary in range(first, last + 1, self.window_ns):
+            observations.extend(self._runaway_at(boundary))
+        state.last_boundary_ns = max(state.last_boundary_ns, last)
+        return observations
+
+    def _runaway_at(self, boundary: int) -> list:
+        state = self.state
+        if state.runaway is None:
+            return []
+        out = []
+        for session, snapshot in state.sessions.snapshots_at(boundary):
+            verdict = state.runaway.update(snapshot)
+            key = f"{session.tenant}\x1f{session.session_id}"
+            if verdict.anomalous:
+                state.runaway_alerted.add(key)
+            elif key not in state.runaway_alerted:
+                continue  # a normal session: nothing to say
+            else:
+                state.runaway_alerted.discard(key)
+            out.append(
+                runaway_observation(
+                    verdict, snapshot, window_s=self.window_s, severity=self.runaway_severity
+                )
+            )
+        return out
+
     def _emit_counters(self, out: list, force: bool = False) -> None:
         state = self.state
         now = self._clock()
@@ -307,15 +353,23 @@ class WindowShard:
         watermark = state.watermark_ns
         # Sessions are written when the watermark enters a new window, not per batch.
         window_index = watermark // self.window_ns
-        if window_index != state.sessions_at_window:
+        crossed = window_index != state.sessions_at_window
+        observations = self._session_boundaries(watermark) if crossed and self.detect else []
+        if crossed:
             state.sessions_at_window = window_index
             out.extend(state.sessions.advance(watermark))
+        closed: list = []
         for start in sorted(state.minutes):
             end = start + self.window_ns
             if end > watermark:
                 break
             if start not in state.minutes_emitted:
                 state.minutes_emitted.add(start)
+                if self.detect:
+                    # Copies: late corrections must not change what was evaluated.
+                    closed.append(
+                        (start, [(key, acc.copy()) for key, acc in state.minutes[start].items()])
+                    )
                 hour_start = start - start % HOUR_NS
                 for key, acc in state.minutes[start].items():
                     out.append(StatsRow.from_acc(key, start, self.window_s, acc))
@@ -326,6 +380,8 @@ class WindowShard:
             if end + self.lateness_ns <= watermark:
                 del state.minutes[start]
                 state.minutes_emitted.discard(start)
+        if self.detect and (crossed or closed):
+            out.append(DetectFeed("", watermark, closed, observations))
         for hour_start in sorted(state.hours):
             end = hour_start + HOUR_NS
             if end > watermark:

@@ -1,0 +1,317 @@
+"""The detection stage: closed windows → detector verdicts → alert lifecycle → alerts.
+
+Window shards send a :class:`DetectFeed` each time their watermark enters a
+new window: copies of the windows they just closed, their watermark, and the
+runaway-loop observations of their live sessions. One detection stage (a
+single key: its work is per window, not per span) merges the shards'
+contributions of a window once *every* shard has passed its end, so each
+subject's value is complete and the same in every replay; it then feeds the
+detectors in window order and the verdicts to the alert lifecycle, whose
+alerts go to the durable outbox.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from observatory.detectors.base import Point, Verdict
+from observatory.detectors.budget import Spend
+from observatory.detectors.config import SIGNALS, DetectorsConfig, DetectorSet, build_detectors
+from observatory.operators.alerting import AlertLifecycle, LifecyclePolicy
+from observatory.operators.sketch import QuantileSketch
+from observatory.operators.stats import StatsAcc, StatsKey
+from observatory.schemas.alerts import Alert, Observation
+
+NS = 1_000_000_000
+_LLM_OPERATIONS = frozenset(("chat", "text_completion", "embeddings"))
+#: The measured value of each signal, as alerts name it.
+_METRICS = {
+    "cost_key": "cost_usd_per_window",
+    "cost_tenant": "cost_usd_per_window",
+    "latency_p95": "latency_p95_ms",
+    "ttft_p95": "ttft_p95_ms",
+    "error_rate": "error_rate",
+    "tool_error_rate": "error_rate",
+    "tokens_per_call": "input_tokens_per_call",
+}
+
+
+@dataclass(slots=True)
+class DetectFeed:
+    """What one window shard tells the detection stage when its watermark moves on."""
+
+    shard: str
+    watermark_ns: int
+    #: (window start, [(key, copy of the window's accumulator)]) of newly closed windows
+    closed: list[tuple[int, list[tuple[StatsKey, StatsAcc]]]] = field(default_factory=list)
+    observations: list[Observation] = field(default_factory=list)
+
+
+class _Agg:
+    """One subject's value in one window, merged over keys and shards."""
+
+    __slots__ = ("calls", "errors", "exemplars", "input_tokens", "latency", "total", "ttft")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.errors = 0
+        self.input_tokens = 0
+        self.total = 0.0
+        self.latency: QuantileSketch | None = None
+        self.ttft: QuantileSketch | None = None
+        self.exemplars: list[tuple[float, str]] = []
+
+    def add(self, acc: StatsAcc, *, sketches: bool) -> None:
+        self.calls += acc.calls
+        self.errors += acc.errors
+        self.input_tokens += acc.input_tokens
+        self.total += acc.cost_usd
+        if sketches:
+            if self.latency is None:
+                self.latency = QuantileSketch(acc.latency.accuracy)
+            self.latency.merge(acc.latency)
+            if acc.ttft is not None:
+                if self.ttft is None:
+                    self.ttft = QuantileSketch(acc.ttft.accuracy)
+                self.ttft.merge(acc.ttft)
+        self.exemplars = sorted(self.exemplars + acc.exemplars, reverse=True)[:3]
+
+
+def _subjects(entries: Iterable[tuple[StatsKey, StatsAcc]]) -> dict[str, dict[tuple, _Agg]]:
+    """Merge a window's accumulators into each signal's subjects."""
+    out: dict[str, dict[tuple, _Agg]] = {signal: {} for signal in SIGNALS}
+
+    def add(signal: str, key: tuple, acc: StatsAcc, sketches: bool = False) -> None:
+        agg = out[signal].get(key)
+        if agg is None:
+            agg = out[signal][key] = _Agg()
+        agg.add(acc, sketches=sketches)
+
+    for (tenant, service, provider, model, operation), acc in entries:
+        if operation not in _LLM_OPERATIONS:
+            continue  # tool and agent spans carry no model, tokens or cost
+        add("cost_key", (tenant, service, model), acc)
+        add("cost_tenant", (tenant,), acc)
+        add("latency_p95", (provider, model), acc, sketches=True)
+        add("error_rate", (service, model), acc)
+        add("tokens_per_call", (tenant, service, model), acc)
+    out["ttft_p95"] = out["latency_p95"]
+    return out
+
+
+def _point(signal: str, t: float, agg: _Agg) -> Point | None:
+    if signal in ("cost_key", "cost_tenant"):
+        return Point(t, agg.total, float(agg.calls))
+    if signal == "latency_p95":
+        value = agg.latency.quantile(0.95) if agg.latency is not None else None
+        return Point(t, value, float(agg.calls))
+    if signal == "ttft_p95":
+        if agg.ttft is None:
+            return None
+        return Point(t, agg.ttft.quantile(0.95), float(agg.ttft.count))
+    if signal == "error_rate":
+        return Point(t, agg.errors / agg.calls if agg.calls else None, float(agg.calls))
+    if signal == "tokens_per_call":
+        return Point(t, agg.input_tokens / agg.calls if agg.calls else None, float(agg.calls))
+    return None
+
+
+@dataclass(slots=True)
+class _State:
+    watermarks: dict[str, int] = field(default_factory=dict)
+    pending: dict[int, list[tuple[StatsKey, StatsAcc]]] = field(default_factory=dict)
+    closed_through_ns: int = 0
+    verdicts: int = 0
+    anomalies: int = 0
+
+
+class DetectionStage:
+    """Detectors and the alert lifecycle over the closed windows of all shards."""
+
+    def __init__(
+        self,
+        *,
+        window_s: int,
+        shards: Iterable[str],
+        detectors: DetectorsConfig,
+        policy: LifecyclePolicy,
+        resume: bytes | None = None,
+    ):
+        self.window_ns = window_s * NS
+        self.expected = frozenset(shards)
+        self.config = detectors
+        self.policy = policy
+        if resume:
+            state, models, lifecycle = pickle.loads(resume)
+            self.state: _State = state
+            self.detectors: DetectorSet = models
+            self.lifecycle = AlertLifecycle(policy, resume=lifecycle)
+        else:
+            self.state = _State()
+            self.detectors = build_detectors(detectors)
+            self.lifecycle = AlertLifecycle(policy)
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(
+            (self.state, self.detectors, self.lifecycle.snapshot()),
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+
+    def on_batch(self, feeds: list[DetectFeed]) -> list[Alert]:
+        state = self.state
+        alerts: list[Alert] = []
+        for feed in feeds:
+            previous = state.watermarks.get(feed.shard, 0)
+            state.watermarks[feed.shard] = max(previous, feed.watermark_ns)
+            for start, entries in feed.closed:
+                if start < state.closed_through_ns:
+                    continue  # already evaluated (a replayed feed)
+                state.pending.setdefault(start, []).extend(entries)
+            # Session observations are complete when sent: no need to wait.
+            alerts.extend(self._observe(feed.observations))
+        if self.expected <= state.watermarks.keys():
+            watermark = min(state.watermarks[s] for s in self.expected)
+            for start in sorted(state.pending):
+                if start + self.window_ns > watermark:
+                    break
+                alerts.extend(self._evaluate(start, state.pending.pop(start)))
+                state.closed_through_ns = start + self.window_ns
+        return alerts
+
+    # --- internals ------------------------------------------------------------------
+
+    def _kind_config(self, kind: str):
+        return self.config.kind(kind)
+
+    def _observe(self, observations: Iterable[Observation]) -> list[Alert]:
+        out = []
+        for observation in observations:
+            self.state.verdicts += 1
+            self.state.anomalies += observation.anomalous
+            out.extend(self._route(self.lifecycle.observe(observation)))
+        return out
+
+    def _route(self, alerts: list[Alert]) -> list[Alert]:
+        """Detector kinds that name their routes send only there."""
+        routed = []
+        for alert in alerts:
+            kind = self._kind_config(alert.kind) if alert.kind in _KIND_NAMES else None
+            if kind is not None and kind.routes:
+                alert = replace(alert, routes=tuple(kind.routes))
+            routed.append(alert)
+        return routed
+
+    def _evaluate(self, start: int, entries: list[tuple[StatsKey, StatsAcc]]) -> list[Alert]:
+        t = start / NS
+        window_start = datetime.fromtimestamp(t, tz=UTC)
+        window_end = datetime.fromtimestamp((start + self.window_ns) / NS, tz=UTC)
+        observations: list[Observation] = []
+        for signal, subjects in _subjects(entries).items():
+            if signal not in self.detectors.series:
+                continue
+            kind, dimensions = SIGNALS[signal]
+            kind_cfg = self._kind_config(kind)
+            for key in sorted(subjects):
+                agg = subjects[key]
+                point = _point(signal, t, agg)
+                if point is None:
+                    continue
+                verdict = self.detectors.update(signal, key, point)
+                if verdict is None:
+                    continue
+                subject = dict(zip(dimensions, key, strict=True))
+                observations.append(
+                    self._observation(
+                        verdict,
+                        kind=kind,
+                        signal=signal,
+                        subject=subject,
+                        window_start=window_start,
+                        window_end=window_end,
+                        severity=kind_cfg.severity,
+                        exemplars=tuple(trace for _, trace in agg.exemplars),
+                    )
+                )
+        observations.extend(self._budgets(t, entries, window_start, window_end))
+        return self._observe(observations)
+
+    def _budgets(self, t, entries, window_start, window_end) -> list[Observation]:
+        if self.detectors.budget is None:
+            return []
+        out = []
+        severity = self._kind_config("budget").severity
+        for (tenant, service, provider, model, _operation), acc in sorted(
+            entries, key=lambda e: e[0]
+        ):
+            spend = Spend(t, acc.cost_usd, tenant, service, provider, model, self.window_ns / NS)
+            for verdict in self.detectors.update_spend(spend):
+                # The reason ends with the budget's name and group ("…: acme hourly").
+                budget_name = (getattr(verdict, "reason", "") or "budget").rsplit(": ", 1)[-1]
+                out.append(
+                    self._observation(
+                        verdict,
+                        kind="budget",
+                        signal="budget",
+                        subject={"budget": budget_name},
+                        window_start=window_start,
+                        window_end=window_end,
+                        severity=severity,
+                        exemplars=(),
+                    )
+                )
+        return out
+
+    @staticmethod
+    def _observation(
+        verdict: Verdict, *, kind, signal, subject, window_start, window_end, severity, exemplars
+    ) -> Observation:
+        return Observation.from_verdict(
+            verdict,
+            kind=kind,
+            subject=subject,
+            window_start=window_start,
+            window_end=window_end,
+            detector=signal,
+            tenant=subject.get("tenant", ""),
+            severity=severity,
+            metric=_METRICS.get(signal, "cost_usd"),
+            exemplar_trace_ids=exemplars,
+        )
+
+
+_KIND_NAMES = frozenset(
+    ("cost_spike", "latency_anomaly", "error_surge", "token_anomaly", "runaway_loop", "budget")
+)
+
+
+def runaway_observation(verdict: Verdict, snapshot, *, window_s: int, severity: str) -> Observation:
+    """A runaway-loop verdict about one live session, as of a window boundary."""
+    end = snapshot.t
+    return Observation.from_verdict(
+        verdict,
+        kind="runaway_loop",
+        subject={
+            "tenant": snapshot.tenant,
+            "service": snapshot.service,
+            "agent": snapshot.agent,
+            "session": snapshot.session_id,
+        },
+        window_start=end - window_s,
+        window_end=end,
+        detector="runaway_loop",
+        tenant=snapshot.tenant,
+        severity=severity,
+        metric="session",
+        session_id=snapshot.session_id,
+        details={
+            "steps": snapshot.steps,
+            "tool_calls": snapshot.tool_calls,
+            "llm_calls": snapshot.llm_calls,
+            "identical_tool_calls_in_a_row": snapshot.current_identical_run,
+            "calls_last_minute": snapshot.calls_last_minute or 0.0,
+            "session_cost_usd": snapshot.cost_usd or 0.0,
+        },
+    )
