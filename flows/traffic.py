@@ -53,6 +53,7 @@ MODELS = (
     ("x_ai", "grok-3-mini", 800.0, 600),
 )
 SERVICES = ("chat-api", "agent-worker")
+EXPENSIVE = ("gpt-4o-2024-08-06", "claude-sonnet-4-5-20250929")
 TOOLS = ("search_web", "read_file", "run_sql", "call_api", "summarize")
 AGENTS = ("support-agent", "research-agent", "coding-agent")
 BASE_ERROR_RATE = 0.02
@@ -143,7 +144,9 @@ def plan_incidents(
         tenant, service = rng.choice(tenants), rng.choice(SERVICES)
         end = start + duration_ns
         if kind == "cost_spike":
-            incidents.append(Incident(kind, start, end, 8.0, tenant, service, provider, model))
+            # A spike worth paging about: on an expensive model.
+            provider, model, _, _ = rng.choice([m for m in MODELS if m[1] in EXPENSIVE])
+            incidents.append(Incident(kind, start, end, 10.0, tenant, service, provider, model))
         elif kind == "runaway_loop":
             incidents.append(
                 Incident(kind, start, end, 30.0, tenant, service, agent=rng.choice(AGENTS))

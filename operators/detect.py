@@ -123,6 +123,7 @@ def _point(signal: str, t: float, agg: _Agg) -> Point | None:
 class _State:
     watermarks: dict[str, int] = field(default_factory=dict)
     pending: dict[int, list[tuple[StatsKey, StatsAcc]]] = field(default_factory=dict)
+    pending_observations: dict[int, list[Observation]] = field(default_factory=dict)
     closed_through_ns: int = 0
     verdicts: int = 0
     anomalies: int = 0
@@ -170,14 +171,25 @@ class DetectionStage:
                 if start < state.closed_through_ns:
                     continue  # already evaluated (a replayed feed)
                 state.pending.setdefault(start, []).extend(entries)
-            # Session observations are complete when sent: no need to wait.
-            alerts.extend(self._observe(feed.observations))
+            # Session observations wait for their window too, so that the lifecycle
+            # sees everything in event-time order whatever the shards' pace.
+            for observation in feed.observations:
+                start = int(observation.window_start.timestamp() * NS)
+                if start >= state.closed_through_ns:
+                    state.pending_observations.setdefault(start, []).append(observation)
         if self.expected <= state.watermarks.keys():
             watermark = min(state.watermarks[s] for s in self.expected)
-            for start in sorted(state.pending):
+            starts = sorted(set(state.pending) | set(state.pending_observations))
+            for start in starts:
                 if start + self.window_ns > watermark:
                     break
-                alerts.extend(self._evaluate(start, state.pending.pop(start)))
+                alerts.extend(
+                    self._evaluate(
+                        start,
+                        state.pending.pop(start, []),
+                        state.pending_observations.pop(start, []),
+                    )
+                )
                 state.closed_through_ns = start + self.window_ns
         return alerts
 
@@ -204,7 +216,12 @@ class DetectionStage:
             routed.append(alert)
         return routed
 
-    def _evaluate(self, start: int, entries: list[tuple[StatsKey, StatsAcc]]) -> list[Alert]:
+    def _evaluate(
+        self,
+        start: int,
+        entries: list[tuple[StatsKey, StatsAcc]],
+        session_observations: list[Observation],
+    ) -> list[Alert]:
         t = start / NS
         window_start = datetime.fromtimestamp(t, tz=UTC)
         window_end = datetime.fromtimestamp((start + self.window_ns) / NS, tz=UTC)
@@ -223,6 +240,9 @@ class DetectionStage:
                 if verdict is None:
                     continue
                 subject = dict(zip(dimensions, key, strict=True))
+                if signal == "ttft_p95":
+                    # Same kind and dimensions as latency_p95: its own incident key.
+                    subject["metric"] = "ttft"
                 observations.append(
                     self._observation(
                         verdict,
@@ -236,6 +256,7 @@ class DetectionStage:
                     )
                 )
         observations.extend(self._budgets(t, entries, window_start, window_end))
+        observations.extend(sorted(session_observations, key=lambda o: o.dedup_key))
         return self._observe(observations)
 
     def _budgets(self, t, entries, window_start, window_end) -> list[Observation]:

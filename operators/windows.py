@@ -257,8 +257,9 @@ class WindowShard:
         state = self.state
         last = watermark - watermark % self.window_ns
         first = state.last_boundary_ns + self.window_ns if state.last_boundary_ns else last
-        # After a long idle jump only the latest boundaries matter.
-        first = max(first, last - 5 * self.window_ns)
+        # Every boundary counts (a replay moves the watermark many windows at once);
+        # only an absurd jump (days of idle system time) is cut short.
+        first = max(first, last - 10_000 * self.window_ns)
         observations = []
         for boundary in range(first, last + 1, self.window_ns):
             observations.extend(self._runaway_at(boundary))
