@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= observatory.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help venv infra-up infra-down infra-status migrate demo test test-unit lint format bench clean
+.PHONY: help venv infra-up infra-down infra-status migrate demo test test-unit lint format eval bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ lint: venv ## ruff lint + format check
 format: venv ## apply ruff formatting and safe fixes
 	@$(BIN)/ruff format .
 	@$(BIN)/ruff check --fix .
+
+eval: venv infra-up ## detector precision/recall on labelled incidents, end to end
+	@$(BIN)/python -m observatory.flows.evaluate
 
 bench: venv infra-up ## run the benchmarks; prints a table and writes bench/results.json
 	@$(BIN)/python -m bench.run
