@@ -17,8 +17,8 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@echo "[make] creating $(VENV) and installing observatory (first time takes a minute)…"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --upgrade pip
-	@$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	@$(BIN)/python -m pip install --quiet --upgrade pip > $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	@$(BIN)/python -m pip install -e ".[dev,bench]" >> $(VENV)/install.log 2>&1 || (tail -50 $(VENV)/install.log; exit 1)
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create .venv and install the package with dev tools
@@ -35,7 +35,7 @@ infra-status: ## show whether Kafka and TimescaleDB are running
 migrate: venv infra-up ## apply the SQL migrations
 	@$(BIN)/observatory migrate --config $(CONFIG)
 
-demo: venv infra-up ## set up everything, run the pipeline on simulated traffic, show the results
+demo: venv ## set up everything, run the pipeline on simulated traffic with incidents, show the results (KEEP=1 keeps the services up)
 	@$(BIN)/python -m observatory.flows.demo --config $(CONFIG)
 
 test: venv infra-up ## set up everything and run the whole test suite against the real services
