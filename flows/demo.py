@@ -251,22 +251,28 @@ def plot(conn, since: datetime, incidents, triggers: list[Received], path: Path)
                 color=colors[incident.kind],
                 alpha=0.25,
             )
-        spend.annotate(
+        spend.text(
+            datetime.fromtimestamp(incident.start_ns / NS, tz=UTC),
+            0.98,
             incident.kind,
-            (datetime.fromtimestamp(incident.start_ns / NS, tz=UTC), spend.get_ylim()[1] * 0.9),
+            transform=spend.get_xaxis_transform(),
             fontsize=8,
             rotation=90,
+            va="top",
         )
     for kind, _dims, at in (alert_facts(m) for m in triggers):
         when = datetime.fromtimestamp(at, tz=UTC)
         for axis in (spend, latency):
             axis.axvline(when, color="red", linestyle="--", linewidth=0.8)
-        latency.annotate(
+        latency.text(
+            when,
+            0.98,
             f"alert: {kind}",
-            (when, latency.get_ylim()[1] * 0.8),
+            transform=latency.get_xaxis_transform(),
             fontsize=7,
             color="red",
             rotation=90,
+            va="top",
         )
     spend.set_ylabel("spend per minute (USD)")
     latency.set_ylabel("p95 latency (ms)")
