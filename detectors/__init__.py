@@ -1,0 +1,47 @@
+"""Streaming anomaly detectors for LLM and agent telemetry, River style.
+
+- :mod:`.base`: :class:`Point`, :class:`Verdict`, the :class:`Detector`
+  protocol, :class:`Thresholded` (score, decide, learn), :class:`KeyedDetectors`
+  and :func:`run_series`;
+- :mod:`.robust`: :class:`RobustZScore` (cost, latency) and
+  :class:`PerCallRatio` (tokens per call);
+- :mod:`.rate`: :class:`RateSurge` (error rates, binomial);
+- :mod:`.river_models`: :class:`HalfSpaceTreesDetector`, River's model as the
+  measured alternative;
+- :mod:`.runaway`: :class:`RunawayLoop` on :class:`SessionSnapshot`;
+- :mod:`.budget`: :class:`Budget` of :class:`BudgetLimit` on :class:`Spend`;
+- :mod:`.config`: the ``detectors:`` configuration and :func:`build_detectors`;
+- :mod:`.evaluate`: the labelled synthetic benchmark that chose the defaults.
+"""
+
+from observatory.detectors.base import (
+    Detector,
+    KeyedDetectors,
+    Point,
+    Thresholded,
+    Verdict,
+    run_series,
+)
+from observatory.detectors.budget import Budget, BudgetLimit, Spend
+from observatory.detectors.rate import RateSurge
+from observatory.detectors.river_models import HalfSpaceTreesDetector
+from observatory.detectors.robust import PerCallRatio, RobustZScore
+from observatory.detectors.runaway import RunawayLoop, SessionSnapshot
+
+__all__ = [
+    "Budget",
+    "BudgetLimit",
+    "Detector",
+    "HalfSpaceTreesDetector",
+    "KeyedDetectors",
+    "PerCallRatio",
+    "Point",
+    "RateSurge",
+    "RobustZScore",
+    "RunawayLoop",
+    "SessionSnapshot",
+    "Spend",
+    "Thresholded",
+    "Verdict",
+    "run_series",
+]

@@ -1,0 +1,423 @@
+"""The ``detectors:`` section of the configuration, and the detectors it builds.
+
+Every kind of alert has its own section with the same core knobs (``enabled``,
+``scope``, ``severity``, ``routes`` and, where they mean something,
+``sensitivity``, ``warmup_windows`` and ``min_effect``) plus its own. The
+defaults are the values chosen with ``python -m observatory.detectors.evaluate``
+(see its table); each says why next to it.
+
+>>> cfg = DetectorsConfig.model_validate({
+...     "cost_spike": {"min_effect": 0.5, "scope": {"tenants": ["acme"]}},
+...     "budget": {"budgets": [{"name": "acme-hourly", "tenants": ["acme"],
+...                             "period": "hour", "limit_usd": 100}]},
+... })
+>>> detectors = build_detectors(cfg)
+>>> sorted(detectors.series)  # doctest: +NORMALIZE_WHITESPACE
+['cost_key', 'cost_tenant', 'error_rate', 'latency_p95', 'tokens_per_call',
+ 'tool_error_rate', 'ttft_p95']
+>>> detectors.update("cost_key", ("globex", "chat", "gpt-4o"), Point(0.0, 1.0)) is None
+True
+>>> detectors.update("cost_key", ("acme", "chat", "gpt-4o"), Point(0.0, 1.0)).anomalous
+False
+>>> DetectorsConfig.model_validate({"cost_spike": {"sensitivity": 5, "treshold": 3}})
+Traceback (most recent call last):
+...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for DetectorsConfig
+cost_spike.treshold
+  Extra inputs are not permitted [type=extra_forbidden, input_value=3, input_type=int]
+    ...
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from observatory.detectors.base import Detector, KeyedDetectors, Point, Thresholded, Verdict
+from observatory.detectors.budget import Budget, BudgetLimit, Period, Spend
+from observatory.detectors.rate import RateSurge
+from observatory.detectors.river_models import HalfSpaceTreesDetector
+from observatory.detectors.robust import PerCallRatio, RobustZScore
+from observatory.detectors.runaway import RunawayLoop, SessionSnapshot
+
+__all__ = [
+    "KINDS",
+    "SIGNALS",
+    "BudgetConfig",
+    "BudgetSpec",
+    "CostSpikeConfig",
+    "DetectorSet",
+    "DetectorsConfig",
+    "ErrorSurgeConfig",
+    "LatencyAnomalyConfig",
+    "RunawayLoopConfig",
+    "Scope",
+    "TokenAnomalyConfig",
+    "build_detectors",
+    "parse_detectors",
+]
+
+Severity = Literal["critical", "error", "warning", "info"]
+Method = Literal["robust", "hst"]
+Feature = Literal["current_identical_run", "calls_last_minute", "steps", "cost_usd"]
+
+KINDS = ("cost_spike", "latency_anomaly", "error_surge", "token_anomaly", "runaway_loop", "budget")
+
+#: Each series the detectors watch: its kind and the dimensions of its key.
+SIGNALS: Mapping[str, tuple[str, tuple[str, ...]]] = {
+    "cost_key": ("cost_spike", ("tenant", "service", "model")),  # USD per window
+    "cost_tenant": ("cost_spike", ("tenant",)),  # USD per window
+    "latency_p95": ("latency_anomaly", ("provider", "model")),  # ms, weight = calls
+    "ttft_p95": ("latency_anomaly", ("provider", "model")),  # ms, weight = calls
+    "error_rate": ("error_surge", ("service", "model")),  # errors / calls, weight = calls
+    "tool_error_rate": ("error_surge", ("tool",)),  # errors / calls, weight = calls
+    "tokens_per_call": ("token_anomaly", ("tenant", "service", "model")),  # weight = calls
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Scope(_Model):
+    """Which keys a detector watches: a dimension with an empty list matches everything."""
+
+    tenants: list[str] = Field(default_factory=list)
+    services: list[str] = Field(default_factory=list)
+    providers: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list)
+
+    def matches(self, dimensions: Mapping[str, str]) -> bool:
+        """Whether a key with these dimensions is in scope (a dimension it lacks is not checked).
+
+        >>> Scope(tenants=["acme"]).matches({"tenant": "acme", "model": "m"})
+        True
+        >>> Scope(tenants=["acme"]).matches({"provider": "openai", "model": "m"})
+        True
+        >>> Scope(models=["m"]).matches({"tenant": "acme", "model": "other"})
+        False
+        """
+        for dimension, allowed in (
+            ("tenant", self.tenants),
+            ("service", self.services),
+            ("provider", self.providers),
+            ("model", self.models),
+        ):
+            if allowed and dimension in dimensions and dimensions[dimension] not in allowed:
+                return False
+        return True
+
+
+class _Kind(_Model):
+    enabled: bool = True
+    scope: Scope = Scope()
+    severity: Severity = "warning"
+    #: Names of alert routes; checked against the ``alerts:`` section by its loader.
+    routes: list[str] = Field(default_factory=list)
+
+
+class _SeriesKind(_Kind):
+    """Knobs shared by the detectors of per-window series."""
+
+    #: ``robust``: the robust EW z-score (default); ``hst``: River's HalfSpaceTrees.
+    method: Method = "robust"
+    #: Score at which a window is anomalous (robust z, or HST score for ``hst``).
+    sensitivity: float = Field(default=6.0, gt=0)
+    #: Windows of a key learned before it can alert (the median and MAD of
+    #: 30 windows make a shaky scale: 60 gave no early false alarms).
+    warmup_windows: int = Field(default=60, ge=2, le=10_000)
+    #: Smallest |observed - expected| worth an alert, in the value's units.
+    min_effect: float = Field(default=0.0, ge=0)
+    #: Half-life of the baseline, in windows: follows a daily cycle, not a 10-minute spike.
+    half_life_windows: float = Field(default=30.0, gt=0)
+    #: Half-life of the noise scale, in windows.
+    scale_half_life_windows: float = Field(default=240.0, gt=0)
+    #: Run lengths (windows) scored together; see ``RobustZScore(spans=...)``.
+    spans: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    #: Clip of each residual in runs of two or more windows, in scales.
+    span_clip: float = Field(default=4.0, gt=0)
+    #: Consecutive anomalous windows after which the new level is learned (null: never).
+    relearn_after_windows: int | None = Field(default=120, ge=1)
+    #: A key with no data for this long is forgotten.
+    idle_ttl_seconds: float = Field(default=6 * 3600.0, gt=0)
+    #: Keys remembered per series (least recently seen evicted first).
+    max_keys: int = Field(default=100_000, ge=1)
+    #: HalfSpaceTrees settings (``method: hst`` only).
+    hst_window: int = Field(default=250, ge=10)
+    hst_trees: int = Field(default=10, ge=1)
+    hst_height: int = Field(default=8, ge=1, le=15)
+    #: ``warmup``: fixed limits from the first window; ``minmax``: River's MinMaxScaler.
+    hst_scaling: Literal["minmax", "warmup"] = "warmup"
+    seed: int = 42
+
+
+class CostSpikeConfig(_SeriesKind):
+    """Spend per window per (tenant, service, model) and per tenant, in USD."""
+
+    sensitivity: float = Field(default=5.0, gt=0)
+    min_effect: float = Field(default=0.30, ge=0)  # USD per window: $0.30 a minute = $18 an hour
+    spans: list[int] = Field(default_factory=lambda: [2, 3], min_length=1)
+    #: Added to the spend before the log, so that near-zero windows are not huge ratios.
+    offset_usd: float = Field(default=0.01, ge=0)
+    severity: Severity = "error"
+
+
+class LatencyAnomalyConfig(_SeriesKind):
+    """p95 latency and p95 time-to-first-token per (provider, model), in ms."""
+
+    sensitivity: float = Field(default=6.0, gt=0)
+    min_effect: float = Field(default=250.0, ge=0)  # ms
+    #: Windows with fewer calls have a meaningless p95: neither scored nor learned.
+    min_calls: int = Field(default=20, ge=1)
+
+
+class ErrorSurgeConfig(_Kind):
+    """Error rate per (service, model) and per tool; the statistic is binomial."""
+
+    sensitivity: float = Field(default=4.75, gt=0)
+    warmup_windows: int = Field(default=30, ge=2, le=10_000)
+    min_effect: float = Field(default=0.05, ge=0, le=1)  # absolute rate: +5 points
+    half_life_windows: float = Field(default=120.0, gt=0)
+    #: Fewer calls (pooled over the run scored) are not scored.
+    min_calls: int = Field(default=10, ge=1)
+    #: Run lengths (windows) whose errors and calls are pooled and tested.
+    spans: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    #: Baseline rate assumed for a new key, worth ``prior_calls`` calls.
+    prior_rate: float = Field(default=0.01, gt=0, lt=1)
+    prior_calls: float = Field(default=50.0, ge=0)
+    relearn_after_windows: int | None = Field(default=120, ge=1)
+    idle_ttl_seconds: float = Field(default=6 * 3600.0, gt=0)
+    max_keys: int = Field(default=100_000, ge=1)
+    severity: Severity = "error"
+
+
+class TokenAnomalyConfig(_SeriesKind):
+    """Input tokens per call per (tenant, service, model): context blow-up."""
+
+    sensitivity: float = Field(default=5.5, gt=0)
+    min_effect: float = Field(default=500.0, ge=0)  # tokens per call
+
+
+class RunawayLoopConfig(_Kind):
+    """Live agent sessions against hard limits and each agent's learned normal."""
+
+    #: Score at which a session alerts: 1.0 = the moment a limit is reached.
+    sensitivity: float = Field(default=1.0, gt=0)
+    #: Normal snapshots an agent needs before its learned limits apply.
+    warmup_windows: int = Field(default=200, ge=10)
+    max_identical_tool_calls: int | None = Field(default=25, ge=1)
+    max_calls_per_minute: float | None = Field(default=200.0, gt=0)
+    max_steps: int | None = Field(default=2000, ge=1)
+    max_session_cost_usd: float | None = Field(default=50.0, gt=0)
+    learned_quantile: float = Field(default=0.99, gt=0.5, lt=1)
+    learned_margin: float = Field(default=2.0, ge=1)
+    #: Learned limits never go below these (feature -> value).
+    floors: dict[Feature, float] = Field(default_factory=dict)
+    #: Features with learned per-agent limits (the others: hard limits only).
+    learned_features: list[Feature] = Field(
+        default_factory=lambda: ["current_identical_run", "calls_last_minute"]
+    )
+    max_agents: int = Field(default=10_000, ge=1)
+    severity: Severity = "critical"
+
+
+class BudgetSpec(_Model):
+    """One static budget: ``limit_usd`` per ``period`` over a scope."""
+
+    name: str
+    limit_usd: float = Field(gt=0)
+    period: Period = "hour"
+    tenants: list[str] = Field(default_factory=list)
+    services: list[str] = Field(default_factory=list)
+    providers: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list)
+    #: Apply the limit to each value of these dimensions separately.
+    group_by: list[Literal["tenant", "service", "provider", "model"]] = Field(default_factory=list)
+
+    def limit(self) -> BudgetLimit:
+        return BudgetLimit(
+            name=self.name,
+            limit_usd=self.limit_usd,
+            period=self.period,
+            tenants=tuple(self.tenants),
+            services=tuple(self.services),
+            providers=tuple(self.providers),
+            models=tuple(self.models),
+            group_by=tuple(self.group_by),
+        )
+
+
+class BudgetConfig(_Kind):
+    budgets: list[BudgetSpec] = Field(default_factory=list)
+    #: Also alert when the linear projection to the end of the period reaches the limit.
+    project: bool = True
+    #: Fraction of the period that must have elapsed before projecting.
+    min_elapsed_fraction: float = Field(default=0.5, ge=0, lt=1)
+    #: ... and only when it reaches this multiple of the limit.
+    projection_margin: float = Field(default=1.25, ge=1)
+    max_groups: int = Field(default=100_000, ge=1)
+    severity: Severity = "error"
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> BudgetConfig:
+        names = [b.name for b in self.budgets]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"budget names must be unique: {duplicates}")
+        return self
+
+
+class DetectorsConfig(_Model):
+    cost_spike: CostSpikeConfig = CostSpikeConfig()
+    latency_anomaly: LatencyAnomalyConfig = LatencyAnomalyConfig()
+    error_surge: ErrorSurgeConfig = ErrorSurgeConfig()
+    token_anomaly: TokenAnomalyConfig = TokenAnomalyConfig()
+    runaway_loop: RunawayLoopConfig = RunawayLoopConfig()
+    budget: BudgetConfig = BudgetConfig()
+
+    def kind(self, name: str) -> _Kind:
+        return getattr(self, name)
+
+
+def parse_detectors(raw: Any) -> DetectorsConfig:
+    """Validate the raw ``detectors:`` mapping (None = all defaults)."""
+    return DetectorsConfig.model_validate(raw or {})
+
+
+# -- building -------------------------------------------------------------------
+
+
+def _hst(cfg: _SeriesKind, *, offset: float = 0.0, min_weight: float = 0.0) -> Detector:
+    return HalfSpaceTreesDetector(
+        n_trees=cfg.hst_trees,
+        height=cfg.hst_height,
+        window_size=cfg.hst_window,
+        seed=cfg.seed,
+        offset=offset,
+        half_life=cfg.half_life_windows,
+        min_weight=min_weight,
+        scaling=cfg.hst_scaling,
+    )
+
+
+def series_detector(signal: str, cfg: Any) -> Detector:
+    """The (unthresholded) detector for one key of ``signal`` under ``cfg``."""
+    kind = SIGNALS[signal][0]
+    if kind == "error_surge":
+        return RateSurge(
+            half_life=cfg.half_life_windows,
+            warmup=cfg.warmup_windows,
+            prior_rate=cfg.prior_rate,
+            prior_calls=cfg.prior_calls,
+            min_calls=cfg.min_calls,
+            spans=tuple(cfg.spans),
+        )
+    offset = cfg.offset_usd if kind == "cost_spike" else 0.0
+    min_weight = float(getattr(cfg, "min_calls", 0))
+    if cfg.method == "hst":
+        return _hst(cfg, offset=offset, min_weight=min_weight)
+    # Tokens per call is a mean over calls: residuals scale with sqrt(calls).
+    # Cost is a sum, and a p95's noise is not a mean's: plain robust z-scores.
+    cls = PerCallRatio if kind == "token_anomaly" else RobustZScore
+    return cls(
+        half_life=cfg.half_life_windows,
+        scale_half_life=cfg.scale_half_life_windows,
+        warmup=cfg.warmup_windows,
+        offset=offset,
+        min_weight=min_weight,
+        spans=tuple(cfg.spans),
+        span_clip=cfg.span_clip,
+    )
+
+
+def thresholded(signal: str, cfg: Any) -> Thresholded:
+    """A new :class:`Thresholded` for one key of ``signal`` (the keyed factory)."""
+    return Thresholded(
+        series_detector(signal, cfg),
+        threshold=cfg.sensitivity,
+        min_effect=cfg.min_effect,
+        direction="up",
+        relearn_after=cfg.relearn_after_windows,
+    )
+
+
+@dataclass
+class DetectorSet:
+    """Everything ``build_detectors`` made: keyed series detectors, runaway loops, budgets."""
+
+    config: DetectorsConfig
+    series: dict[str, KeyedDetectors] = field(default_factory=dict)
+    runaway: RunawayLoop | None = None
+    budget: Budget | None = None
+
+    def update(self, signal: str, key: tuple[Hashable, ...], x: Point) -> Verdict | None:
+        """Feed one window of one key of ``signal``; None when it is disabled or out of scope."""
+        keyed = self.series.get(signal)
+        if keyed is None:
+            return None
+        kind, dimensions = SIGNALS[signal]
+        scope = self.config.kind(kind).scope
+        if not scope.matches(dict(zip(dimensions, key, strict=True))):
+            return None
+        return keyed.update(key, x)
+
+    def update_session(self, snapshot: SessionSnapshot) -> Verdict | None:
+        """Check one live session snapshot; None when disabled or out of scope."""
+        if self.runaway is None:
+            return None
+        scope = self.config.runaway_loop.scope
+        if not scope.matches({"tenant": snapshot.tenant, "service": snapshot.service}):
+            return None
+        return self.runaway.update(snapshot)
+
+    def update_spend(self, spend: Spend) -> list[Verdict]:
+        """Add one window's spend to the budgets; returns the budget alerts it triggers."""
+        if self.budget is None:
+            return []
+        dimensions = {d: getattr(spend, d) for d in ("tenant", "service", "provider", "model")}
+        if not self.config.budget.scope.matches(dimensions):
+            return []
+        return self.budget.update(spend)
+
+
+def build_detectors(cfg: DetectorsConfig) -> DetectorSet:
+    """Build every enabled detector of ``cfg`` (picklable, ready to be operator state)."""
+    out = DetectorSet(cfg)
+    for signal, (kind, _) in SIGNALS.items():
+        kind_cfg = cfg.kind(kind)
+        if not kind_cfg.enabled:
+            continue
+        out.series[signal] = KeyedDetectors(
+            functools.partial(thresholded, signal, kind_cfg),
+            idle_ttl_s=kind_cfg.idle_ttl_seconds,
+            max_keys=kind_cfg.max_keys,
+        )
+    loop = cfg.runaway_loop
+    if loop.enabled:
+        out.runaway = RunawayLoop(
+            max_identical_run=loop.max_identical_tool_calls,
+            max_calls_per_minute=loop.max_calls_per_minute,
+            max_steps=loop.max_steps,
+            max_cost_usd=loop.max_session_cost_usd,
+            quantile=loop.learned_quantile,
+            margin=loop.learned_margin,
+            floors=loop.floors,
+            learned=tuple(loop.learned_features),
+            warmup=loop.warmup_windows,
+            threshold=loop.sensitivity,
+            max_agents=loop.max_agents,
+        )
+    budget = cfg.budget
+    if budget.enabled and budget.budgets:
+        out.budget = Budget(
+            [spec.limit() for spec in budget.budgets],
+            project=budget.project,
+            min_elapsed_fraction=budget.min_elapsed_fraction,
+            projection_margin=budget.projection_margin,
+            max_groups=budget.max_groups,
+        )
+    return out

@@ -1,0 +1,267 @@
+"""Robust exponentially weighted z-scores, for heavy-tailed, seasonal series.
+
+Spend, latency percentiles and tokens per call are positive and heavy-tailed:
+a z-score on the raw values is dominated by the few huge windows. On log
+values they are close to symmetric, and a ratio ("3x the usual spend") is
+what an operator thinks in anyway.
+
+The baseline is an exponentially weighted (EW) location and scale with a
+*clipped* learning step (a Huber-type M-estimator): a point never moves the
+location by more than ``clip`` scales, so a spike that stays under the alert
+threshold is not absorbed either, while the slow drift of a daily cycle is
+followed because its residuals are small. The warm-up starts from the median
+and MAD of the first ``warmup`` points, not from whatever the first point was.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from observatory.detectors.base import Detector, Point
+
+__all__ = ["PerCallRatio", "RobustZScore", "fading"]
+
+#: sigma of a normal = this times its mean absolute deviation ...
+_MEAN_ABS_TO_SIGMA = math.sqrt(math.pi / 2)
+#: ... and this times its median absolute deviation.
+_MAD_TO_SIGMA = 1.4826
+_TINY = 1e-12
+
+
+def fading(half_life: float) -> float:
+    """The EW weight of a new point for a given half-life in points.
+
+    >>> round(fading(1.0), 3), round(fading(30.0), 4)
+    (0.5, 0.0228)
+    """
+    if half_life <= 0:
+        raise ValueError("half_life must be positive")
+    return 1.0 - 0.5 ** (1.0 / half_life)
+
+
+class RobustZScore(Detector):
+    """Robust z-score of a value against its EW baseline, on a log scale by default.
+
+    Parameters
+    ----------
+    half_life
+        Half-life of the location, in points (windows). Short enough to follow
+        a daily cycle (its lag bias is the cycle's slope times ~1.4 half-lives),
+        long enough that a few windows hardly move it.
+    scale_half_life
+        Half-life of the scale. Longer than the location's: the noise level
+        changes slowly, and a stable scale keeps the false alarm rate stable.
+    warmup
+        Points collected before scoring starts; their median and MAD
+        initialise the baseline.
+    clip
+        Largest learning step, in scales: the robustness knob.
+    log
+        Work on ``log(value + offset)`` (ratios) rather than on values.
+    offset
+        Added before the log, in the value's units, so that zeros are finite
+        and tiny values do not look like huge ratios.
+    min_scale
+        Floor of the scale (in log units when ``log``: 0.05 = 5 %), so an
+        almost constant series does not turn every wiggle into an alert.
+    min_weight
+        Points with a smaller weight (e.g. a p95 over 3 calls) are neither
+        scored nor learned.
+    spans
+        Run lengths scored: the score is the largest ``|sum of the last L
+        standardised residuals| / sqrt(L)`` over ``L`` in ``spans``. ``(1,)``
+        is the plain z-score. Longer runs see a sustained shift ``sqrt(L)``
+        times better; and leaving out ``1`` makes a single wild window
+        (one huge call in a heavy-tailed sum) unable to alert alone, since
+        each residual of a run is clipped at ``span_clip``.
+    span_clip
+        Clip of each residual in runs of two or more points, in scales.
+
+    Examples
+    --------
+
+    A spend series with a daily cycle of +-50 % and noise: nothing stands out
+    until spend jumps to 4x for ten minutes. Points are learned unless they
+    score 5 or more (what :class:`~.base.Thresholded` does).
+
+    >>> import math, random
+    >>> rng = random.Random(7)
+    >>> def spend(minute):
+    ...     daily = 1 + 0.5 * math.sin(2 * math.pi * minute / 1440)
+    ...     return 2.0 * daily * rng.lognormvariate(0, 0.2)
+    >>> det = RobustZScore(warmup=60, spans=(1, 2, 3))
+    >>> scores = []
+    >>> for minute in range(1440):
+    ...     x = Point(60.0 * minute, spend(minute) * (4 if 900 <= minute < 910 else 1))
+    ...     scores.append(det.score_one(x))
+    ...     if scores[-1] < 5:
+    ...         det.learn_one(x)
+    ...     else:
+    ...         det.skip_one(x)
+    >>> max(scores[:900]) < 5, min(scores[900:910]) > 5
+    (True, True)
+    >>> round(det.expected(), 2), round(det.scale, 2)  # the median spend, the log-scale noise
+    (1.8, 0.22)
+    """
+
+    def __init__(
+        self,
+        *,
+        half_life: float = 30.0,
+        scale_half_life: float = 240.0,
+        warmup: int = 30,
+        clip: float = 3.0,
+        log: bool = True,
+        offset: float = 0.0,
+        min_scale: float = 0.05,
+        min_weight: float = 0.0,
+        spans: tuple[int, ...] = (1,),
+        span_clip: float = 4.0,
+    ):
+        if warmup < 2:
+            raise ValueError("warmup must be at least 2")
+        if not spans or min(spans) < 1:
+            raise ValueError("spans must be positive run lengths")
+        self.half_life = half_life
+        self.scale_half_life = scale_half_life
+        self.warmup = warmup
+        self.clip = clip
+        self.log = log
+        self.offset = offset
+        self.min_scale = min_scale
+        self.min_weight = min_weight
+        self.spans = tuple(sorted(set(spans)))
+        self.span_clip = span_clip
+        self._alpha = fading(half_life)
+        self._beta = fading(scale_half_life)
+        self.loc = 0.0
+        self.scale = 0.0
+        #: (transformed value, weight) of the warm-up points; None once warmed up.
+        self._buffer: list[tuple[float, float]] | None = []
+        #: Clipped standardised residuals of the last max(spans) - 1 points, newest last.
+        self._recent: list[float] = []
+
+    # -- the pieces ---------------------------------------------------------
+
+    def _transform(self, value: float) -> float:
+        if self.log:
+            return math.log(max(value + self.offset, _TINY))
+        return value
+
+    def _untransform(self, y: float) -> float:
+        return math.exp(y) - self.offset if self.log else y
+
+    def _gain(self, weight: float) -> float:
+        """How a residual scales with the weight: 1 here (see :class:`PerCallRatio`)."""
+        return 1.0
+
+    def _usable(self, x: Point) -> bool:
+        return x.value is not None and x.weight >= self.min_weight and math.isfinite(x.value)
+
+    def _standardised(self, x: Point) -> float:
+        e = (self._transform(x.value) - self.loc) * self._gain(x.weight)
+        return e / max(self.scale, self.min_scale)
+
+    def _remember(self, z: float) -> None:
+        keep = self.spans[-1] - 1
+        if keep > 0:
+            recent = self._recent
+            recent.append(max(-self.span_clip, min(self.span_clip, z)))
+            if len(recent) > keep:
+                del recent[0]
+
+    def _init_from_buffer(self, buffer: list[tuple[float, float]]) -> None:
+        ys = [y for y, _ in buffer]
+        self.loc = statistics.median(ys)
+        deviations = [abs(y - self.loc) * self._gain(w) for y, w in buffer]
+        self.scale = _MAD_TO_SIGMA * statistics.median(deviations)
+
+    # -- the Detector protocol -----------------------------------------------
+
+    @property
+    def warmed_up(self) -> bool:
+        return self._buffer is None
+
+    def expected(self) -> float | None:
+        buffer = self._buffer
+        if buffer is None:
+            return self._untransform(self.loc)
+        if not buffer:
+            return None
+        return self._untransform(statistics.median(y for y, _ in buffer))
+
+    def learn_one(self, x: Point) -> None:
+        if not self._usable(x):
+            return
+        y = self._transform(x.value)
+        buffer = self._buffer
+        if buffer is not None:
+            buffer.append((y, x.weight))
+            if len(buffer) >= self.warmup:
+                self._init_from_buffer(buffer)
+                self._buffer = None
+            return
+        self._remember(self._standardised(x))
+        gain = self._gain(x.weight)
+        scale = max(self.scale, self.min_scale)
+        # Clip the standardised residual: one wild window moves the baseline
+        # by at most alpha * clip scales, however wild it is.
+        e = (y - self.loc) * gain
+        e = max(-self.clip * scale, min(self.clip * scale, e))
+        self.loc += self._alpha * e / gain
+        self.scale += self._beta * (_MEAN_ABS_TO_SIGMA * abs(e) - self.scale)
+
+    def skip_one(self, x: Point) -> None:
+        if self._buffer is None and self._usable(x):
+            self._remember(self._standardised(x))
+
+    def score_one(self, x: Point) -> float:
+        if self._buffer is not None or not self._usable(x):
+            return 0.0
+        z = self._standardised(x)
+        spans = self.spans
+        best = abs(z) if spans[0] == 1 else 0.0
+        if spans[-1] > 1:
+            # Runs end at this point; a missing window (no calls) does not break them.
+            total = max(-self.span_clip, min(self.span_clip, z))
+            recent = self._recent
+            for length in range(2, min(spans[-1], len(recent) + 1) + 1):
+                total += recent[-(length - 1)]
+                if length in spans:
+                    best = max(best, abs(total) / math.sqrt(length))
+        return best
+
+
+class PerCallRatio(RobustZScore):
+    """Robust z-score of a per-call average, aware of how many calls are behind it.
+
+    The value is a ratio such as input tokens per call, and the weight the
+    number of calls. The mean of ``n`` calls wobbles ~``1/sqrt(n)`` as much as
+    one call, so residuals are standardised by ``sqrt(n)``: the scale learned
+    is the dispersion of a *single call*, and a quiet night with two calls a
+    minute does not look like a context blow-up while a busy hour still
+    catches a 30 % drift. Same parameters as :class:`RobustZScore`.
+
+    Examples
+    --------
+
+    Tokens per call of ~1,000 (log-normal per call) with 2 to 200 calls a
+    minute: the same 1.5x rise means little over 2 calls and a lot over 200.
+
+    >>> import random
+    >>> rng = random.Random(3)
+    >>> det = PerCallRatio(warmup=60)
+    >>> for minute in range(600):
+    ...     n = rng.choice([2, 20, 200])
+    ...     mean = sum(rng.lognormvariate(0, 0.8) for _ in range(n)) / n
+    ...     det.learn_one(Point(60.0 * minute, 1000 * mean, weight=n))
+    >>> usual = det.expected()
+    >>> round(usual, -2)
+    1400.0
+    >>> [round(det.score_one(Point(36000.0, 1.5 * usual, weight=n))) for n in (2, 20, 200)]
+    [1, 2, 6]
+    """
+
+    def _gain(self, weight: float) -> float:
+        return math.sqrt(max(weight, 1.0))

@@ -1,0 +1,437 @@
+"""Detectors: one contract for all of them, then the behaviour of each piece."""
+
+from __future__ import annotations
+
+import doctest
+import functools
+import importlib
+import math
+import pickle
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from observatory.detectors.base import KeyedDetectors, Point, Thresholded, Verdict, run_series
+from observatory.detectors.budget import Budget, BudgetLimit, Spend, period_bounds
+from observatory.detectors.config import (
+    DetectorsConfig,
+    build_detectors,
+    parse_detectors,
+    thresholded,
+)
+from observatory.detectors.rate import RateSurge
+from observatory.detectors.river_models import HalfSpaceTreesDetector
+from observatory.detectors.robust import PerCallRatio, RobustZScore
+from observatory.detectors.runaway import RunawayLoop, SessionSnapshot
+
+# -- the contract ----------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """How to build a detector and feed it normal, anomalous and missing inputs."""
+
+    make: Callable[[], Any]
+    normal: Callable[[random.Random, int], Any]
+    anomaly: Callable[[random.Random, int], Any]
+    missing: Callable[[int], Any]
+    #: A cheap normal input, for the 100k-point runs.
+    bulk: Callable[[random.Random, int], Any] = lambda rng, i: Point(
+        60.0 * i, rng.lognormvariate(0, 0.3), rng.randint(5, 50)
+    )
+    #: Hard limits (runaway loops) apply from the first input: no silent warm-up.
+    silent_warmup: bool = True
+
+
+def _cost(rng: random.Random, i: int, factor: float = 1.0) -> Point:
+    daily = 1 + 0.5 * math.sin(2 * math.pi * i / 1440)
+    return Point(60.0 * i, 2.0 * daily * rng.lognormvariate(0, 0.3) * factor, 1.0)
+
+
+def _rate(rng: random.Random, i: int, p: float = 0.01) -> Point:
+    n = rng.randint(50, 150)
+    return Point(60.0 * i, sum(rng.random() < p for _ in range(n)) / n, float(n))
+
+
+def _tokens(rng: random.Random, i: int, factor: float = 1.0) -> Point:
+    n = rng.randint(5, 50)
+    mean = sum(rng.lognormvariate(0, 0.8) for _ in range(n)) / n
+    return Point(60.0 * i, 2000.0 * mean * factor, float(n))
+
+
+def _snapshot(rng: random.Random, i: int, loop: bool = False) -> SessionSnapshot:
+    agent = ("planner", "coder")[i % 2]
+    calls = rng.randint(2, 10) * (8 if loop else 1)
+    run = 12 if loop else rng.choice([1, 1, 1, 2, 3])
+    steps = rng.randint(5, 80)
+    return SessionSnapshot(agent, 60.0 * i, steps, steps // 2, steps // 2, run, calls, 0.01 * steps)
+
+
+CASES = {
+    "robust_z": Case(
+        lambda: RobustZScore(warmup=60),
+        lambda rng, i: _cost(rng, i),
+        lambda rng, i: _cost(rng, i, 6.0),
+        lambda i: Point(60.0 * i, None),
+    ),
+    "robust_z_spans": Case(
+        lambda: RobustZScore(warmup=60, spans=(2, 3), offset=0.01),
+        lambda rng, i: _cost(rng, i),
+        lambda rng, i: _cost(rng, i, 6.0),
+        lambda i: Point(60.0 * i, None),
+    ),
+    "per_call_ratio": Case(
+        lambda: PerCallRatio(warmup=60),
+        lambda rng, i: _tokens(rng, i),
+        lambda rng, i: _tokens(rng, i, 4.0),
+        lambda i: Point(60.0 * i, None, 0.0),
+    ),
+    "rate_surge": Case(
+        lambda: RateSurge(warmup=30, spans=(1, 2, 3)),
+        lambda rng, i: _rate(rng, i),
+        lambda rng, i: _rate(rng, i, 0.2),
+        lambda i: Point(60.0 * i, None, 0.0),
+        lambda rng, i: Point(60.0 * i, rng.random() * 0.05, rng.randint(5, 50)),
+    ),
+    "half_space_trees": Case(
+        lambda: HalfSpaceTreesDetector(
+            n_trees=5, height=6, window_size=100, seed=7, scaling="warmup"
+        ),
+        lambda rng, i: _cost(rng, i),
+        lambda rng, i: _cost(rng, i, 6.0),
+        lambda i: Point(60.0 * i, None),
+    ),
+    "runaway_loop": Case(
+        lambda: RunawayLoop(warmup=100),
+        lambda rng, i: _snapshot(rng, i),
+        lambda rng, i: _snapshot(rng, i, loop=True),
+        lambda i: SessionSnapshot("planner", 60.0 * i, 0, 0, 0, 0, None, None),
+        _snapshot,
+        silent_warmup=False,
+    ),
+}
+
+
+def _stream(case: Case, seed: int, n: int, start: int = 0) -> list:
+    rng = random.Random(seed)
+    return [case.normal(rng, start + i) for i in range(n)]
+
+
+def _scores(detector, xs) -> list[float]:
+    out = []
+    for x in xs:
+        out.append(detector.score_one(x))
+        detector.learn_one(x)
+    return out
+
+
+def _auc(positives: list[float], negatives: list[float]) -> float:
+    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
+    return wins / (len(positives) * len(negatives))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_detector_contract(name):
+    case = CASES[name]
+    history = _stream(case, 1, 400)
+    future = _stream(case, 2, 100, start=400)
+
+    # Warming up: silent (runaway loops: below the hard limits).
+    fresh = case.make()
+    first = fresh.score_one(history[0])
+    assert first == 0.0 if case.silent_warmup else first < 1.0
+
+    # Seeded determinism: same construction, same stream, same scores.
+    a, b = case.make(), case.make()
+    assert _scores(a, history) == _scores(b, history)
+
+    # Pickle round trip: the copy scores the future exactly like the original.
+    copy = pickle.loads(pickle.dumps(a))
+    assert _scores(copy, future) == _scores(a, future)
+
+    # score_one has no side effects.
+    before = pickle.dumps(a)
+    for x in future[:10]:
+        a.score_one(x)
+    assert pickle.dumps(a) == before
+
+    # Missing values are tolerated: score 0 and no crash when learned.
+    assert a.score_one(case.missing(500)) == 0.0
+    a.learn_one(case.missing(500))
+    assert a.score_one(future[-1]) >= 0.0
+
+    # Scores are non-negative and finite, and anomalies score above normal points.
+    rng = random.Random(3)
+    normal = [a.score_one(case.normal(rng, 600 + i)) for i in range(200)]
+    anomalous = [a.score_one(case.anomaly(rng, 600 + i)) for i in range(50)]
+    assert all(s >= 0.0 and math.isfinite(s) for s in normal + anomalous)
+    assert _auc(anomalous, normal) >= 0.85  # HalfSpaceTrees ~0.88, the others ~1.0
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_detector_state_is_bounded(name):
+    case = CASES[name]
+    detector = case.make()
+    rng = random.Random(4)
+    for i in range(1_000):
+        detector.learn_one(case.bulk(rng, i))
+    small = len(pickle.dumps(detector))
+    for i in range(1_000, 100_000):
+        detector.learn_one(case.bulk(rng, i))
+    assert len(pickle.dumps(detector)) <= 1.1 * small + 512
+
+
+# -- Thresholded -------------------------------------------------------------------
+
+
+def _warm(threshold=5.0, **kwargs) -> Thresholded:
+    th = Thresholded(RobustZScore(warmup=30, log=False), threshold=threshold, **kwargs)
+    rng = random.Random(5)
+    for i in range(100):
+        th.update(Point(60.0 * i, 100.0 + rng.gauss(0, 1)))
+    return th
+
+
+def test_thresholded_needs_both_score_and_min_effect():
+    th = _warm(min_effect=20.0)
+    small = th.update(Point(6000.0, 110.0))  # 10 sigma, but only +10
+    assert small.score > 5 and not small.anomalous
+    big = th.update(Point(6060.0, 150.0))
+    assert big.anomalous and big.observed == 150.0 and abs(big.expected - 100.0) < 1.0
+
+
+@pytest.mark.parametrize(
+    ("direction", "up", "down"),
+    [("up", True, False), ("down", False, True), ("both", True, True)],
+)
+def test_thresholded_direction(direction, up, down):
+    th = _warm(direction=direction)
+    assert th.update(Point(6000.0, 130.0)).anomalous is up
+    assert th.update(Point(6060.0, 70.0)).anomalous is down
+
+
+def test_thresholded_keeps_anomalies_out_of_the_baseline():
+    th = _warm()
+    expected = th.detector.expected()
+    for i in range(20):
+        assert th.update(Point(6000.0 + 60 * i, 200.0)).anomalous
+    assert th.detector.expected() == expected
+    learning = _warm(learn_anomalies=True)
+    for i in range(20):
+        learning.update(Point(6000.0 + 60 * i, 200.0))
+    assert learning.detector.expected() > expected + 1
+
+
+def test_thresholded_relearns_a_lasting_change():
+    th = _warm(relearn_after=10)
+    verdicts = [th.update(Point(6000.0 + 60 * i, 200.0)) for i in range(400)]
+    assert verdicts[0].anomalous and not verdicts[-1].anomalous
+
+
+def test_thresholded_is_silent_while_warming_up():
+    th = Thresholded(RobustZScore(warmup=30), threshold=1.0)
+    rng = random.Random(6)
+    verdicts = [th.update(Point(60.0 * i, rng.choice([1.0, 1000.0]))) for i in range(29)]
+    assert not any(v.anomalous for v in verdicts)
+    assert all(v.score == 0.0 for v in verdicts)
+
+
+def test_run_series_wraps_a_bare_detector():
+    series = [(60.0 * i, 10.0 + (i % 2)) for i in range(100)] + [(6000.0, None), (6060.0, 90.0)]
+    verdicts = run_series(RobustZScore(warmup=30), series, threshold=6.0)
+    assert len(verdicts) == 102 and isinstance(verdicts[0], Verdict)
+    assert [i for i, v in enumerate(verdicts) if v.anomalous] == [101]
+    assert verdicts[100].observed is None and not verdicts[100].anomalous
+
+
+# -- KeyedDetectors ------------------------------------------------------------------
+
+
+def _factory() -> Thresholded:
+    return Thresholded(RobustZScore(warmup=3), threshold=5.0)
+
+
+def test_keyed_detectors_evict_idle_keys_by_event_time():
+    keyed = KeyedDetectors(_factory, idle_ttl_s=600, max_keys=100)
+    keyed.update("a", Point(0.0, 1.0))
+    keyed.update("b", Point(300.0, 1.0))
+    keyed.update("c", Point(650.0, 1.0))  # "a" idle for 650 s > 600 s
+    assert sorted(keyed.keys()) == ["b", "c"]
+    keyed.update("b", Point(1000.0, 1.0))  # "c" idle for 350 s: kept
+    assert sorted(keyed.keys()) == ["b", "c"]
+    keyed.update("b", Point(1300.0, 1.0))  # "c" idle for 650 s
+    assert keyed.keys() == ["b"] and keyed.evicted == 2
+
+
+def test_keyed_detectors_cap_is_lru_and_state_is_picklable():
+    keyed = KeyedDetectors(_factory, idle_ttl_s=1e9, max_keys=3)
+    for i, key in enumerate("abcd"):
+        keyed.update(key, Point(float(i), 1.0))
+    assert sorted(keyed.keys()) == ["b", "c", "d"]
+    keyed.update("b", Point(10.0, 1.0))
+    keyed.update("e", Point(11.0, 1.0))  # "c" is now the least recently updated
+    assert sorted(keyed.keys()) == ["b", "d", "e"]
+    clone = pickle.loads(pickle.dumps(keyed))
+    assert clone.update("b", Point(12.0, 1.0)) == keyed.update("b", Point(12.0, 1.0))
+
+
+# -- RateSurge -------------------------------------------------------------------------
+
+
+def _warm_rate(**kwargs) -> RateSurge:
+    det = RateSurge(warmup=30, **kwargs)
+    rng = random.Random(7)
+    for i in range(300):
+        det.learn_one(_rate(rng, i))
+    return det
+
+
+def test_rate_surge_needs_calls_not_just_a_rate():
+    det = _warm_rate(min_calls=10)
+    assert det.score_one(Point(0.0, 1.0, 2.0)) == 0.0  # 2 of 2 calls failed
+    assert det.score_one(Point(0.0, 0.5, 2000.0)) > 20.0
+
+
+def test_rate_surge_pools_a_run_of_small_windows():
+    single, pooled = _warm_rate(min_calls=3), _warm_rate(min_calls=3, spans=(1, 2, 3))
+    for i in range(2):  # 2 of 5 calls failing, minute after minute
+        for det in (single, pooled):
+            det.skip_one(Point(60.0 * i, 0.4, 5.0))
+    x = Point(180.0, 0.4, 5.0)
+    assert single.score_one(x) < 4.0 < pooled.score_one(x)
+
+
+# -- RunawayLoop ------------------------------------------------------------------------
+
+
+def test_runaway_hard_limit_fires_from_the_first_session():
+    det = RunawayLoop(max_identical_run=20, warmup=1000)
+    verdict = det.update(SessionSnapshot("new-agent", 0.0, 30, 25, 5, 22, 10, 0.5))
+    assert verdict.anomalous and verdict.observed == 22 and verdict.expected == 20
+    assert verdict.reason == "current_identical_run 22 >= hard limit 20"
+
+
+def test_runaway_learned_limit_after_warmup_only():
+    det = RunawayLoop(max_calls_per_minute=None, warmup=200, margin=2.0)
+    rng = random.Random(8)
+    fast = SessionSnapshot("planner", 0.0, 40, 20, 20, 1, 80, 0.4)
+    assert not det.update(fast).anomalous  # no learned limit yet: learned as normal
+    for i in range(300):
+        det.update(_snapshot(rng, 2 * i))
+    assert det.warmed_up_for("planner")
+    verdict = det.update(fast)
+    assert verdict.anomalous and verdict.reason.startswith("calls_last_minute 80 > learned limit")
+    assert verdict.expected == det.learned_limit("planner", "calls_last_minute")
+    # Floors: a learned limit never goes below them.
+    assert det.learned_limit("planner", "current_identical_run") >= det.floors["current_identical_run"]
+    # Cumulative features are not learned by default.
+    assert det.learned_limit("planner", "steps") is None
+
+
+def test_runaway_does_not_learn_loops():
+    det = RunawayLoop(warmup=50)
+    rng = random.Random(9)
+    for i in range(100):
+        det.update(_snapshot(rng, 2 * i))
+    before = det.expected("planner", "calls_last_minute")
+    for i in range(100):
+        assert det.update(_snapshot(rng, 2 * i, loop=True)).anomalous
+    assert det.expected("planner", "calls_last_minute") == before
+
+
+# -- Budget -------------------------------------------------------------------------------
+
+
+def test_budget_projection_after_min_fraction_then_spent():
+    budget = Budget(
+        [BudgetLimit("acme", 100.0, "hour", tenants=("acme",))],
+        min_elapsed_fraction=0.5,
+        projection_margin=1.25,
+    )
+    alerts = []
+    for minute in range(60):
+        for verdict in budget.update(Spend(60.0 * minute, 2.5, tenant="acme")):
+            alerts.append((minute, verdict.reason.split()[0], round(verdict.observed, 2)))
+    # $2.50/min projects to $150 >= 1.25 x $100 as soon as half the hour has passed.
+    assert alerts == [(29, "projected", 150.0), (39, "spent", 100.0)]
+    assert budget.update(Spend(99.0, 2.5, tenant="other")) == []
+
+
+def test_budget_groups_periods_and_late_data():
+    budget = Budget([BudgetLimit("per-tenant", 10.0, "day", group_by=("tenant",))], project=False)
+    assert budget.update(Spend(0.0, 9.0, tenant="a")) == []
+    assert budget.update(Spend(60.0, 9.0, tenant="b")) == []
+    (verdict,) = budget.update(Spend(120.0, 1.0, tenant="a"))
+    assert verdict.anomalous and "tenant=a" in verdict.reason
+    assert budget.update(Spend(180.0, 5.0, tenant="a")) == []  # once per period
+    assert budget.update(Spend(86400.0, 1.0, tenant="a")) == []  # a new day starts at 0
+    assert budget.spent("per-tenant", ("a",)) == 1.0
+    assert budget.update(Spend(3600.0, 50.0, tenant="a")) == []  # yesterday: too late
+    assert budget.late_usd == 50.0
+    assert pickle.loads(pickle.dumps(budget)).spent("per-tenant", ("a",)) == 1.0
+
+
+def test_period_bounds():
+    monday = 1_767_571_200.0  # 2026-01-05
+    assert period_bounds(monday + 3 * 86400 + 5, "week") == (monday, monday + 7 * 86400)
+    assert period_bounds(monday + 61, "minute") == (monday + 60, monday + 120)
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+def test_config_defaults_build_picklable_detectors():
+    detectors = build_detectors(parse_detectors(None))
+    assert detectors.runaway is not None and detectors.budget is None  # no budgets configured
+    key = ("acme", "chat", "gpt-4o")
+    for i in range(100):
+        detectors.update("cost_key", key, Point(60.0 * i, 1.0 + 0.1 * (i % 3)))
+    clone = pickle.loads(pickle.dumps(detectors))
+    x = Point(6000.0, 30.0)
+    assert clone.update("cost_key", key, x) == detectors.update("cost_key", key, x)
+
+
+def test_config_rejects_typos_and_bad_values():
+    with pytest.raises(ValidationError):
+        DetectorsConfig.model_validate({"cost_spike": {"treshold": 3}})
+    with pytest.raises(ValidationError):
+        DetectorsConfig.model_validate({"error_surge": {"severity": "panic"}})
+    with pytest.raises(ValidationError):
+        DetectorsConfig.model_validate(
+            {"budget": {"budgets": [{"name": "x", "limit_usd": 1}, {"name": "x", "limit_usd": 2}]}}
+        )
+
+
+def test_config_scope_and_disabled_kinds():
+    cfg = DetectorsConfig.model_validate(
+        {"latency_anomaly": {"enabled": False}, "error_surge": {"scope": {"models": ["m1"]}}}
+    )
+    detectors = build_detectors(cfg)
+    assert detectors.update("latency_p95", ("openai", "m1"), Point(0.0, 1.0, 50)) is None
+    assert detectors.update("error_rate", ("svc", "m2"), Point(0.0, 0.1, 50)) is None
+    assert detectors.update("error_rate", ("svc", "m1"), Point(0.0, 0.1, 50)) is not None
+    assert detectors.update("tool_error_rate", ("grep",), Point(0.0, 0.1, 50)) is not None
+
+
+def test_keyed_factory_from_config_is_a_partial():
+    cfg = DetectorsConfig()
+    factory = functools.partial(thresholded, "tokens_per_call", cfg.token_anomaly)
+    th = pickle.loads(pickle.dumps(factory))()
+    assert isinstance(th.detector, PerCallRatio) and th.threshold == cfg.token_anomaly.sensitivity
+
+
+# -- doctests ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["base", "robust", "rate", "river_models", "runaway", "budget", "config", "workload"],
+)
+def test_doctests(module):
+    mod = importlib.import_module(f"observatory.detectors.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
