@@ -23,7 +23,7 @@ from observatory.detectors.config import SIGNALS, DetectorsConfig, DetectorSet, 
 from observatory.operators.alerting import AlertLifecycle, LifecyclePolicy
 from observatory.operators.sketch import QuantileSketch
 from observatory.operators.stats import StatsAcc, StatsKey
-from observatory.schemas.alerts import Alert, Observation
+from observatory.schemas.alerts import Alert, Observation, dedup_key
 
 NS = 1_000_000_000
 _LLM_OPERATIONS = frozenset(("chat", "text_completion", "embeddings"))
@@ -243,6 +243,11 @@ class DetectionStage:
                 if signal == "ttft_p95":
                     # Same kind and dimensions as latency_p95: its own incident key.
                     subject["metric"] = "ttft"
+                if not verdict.anomalous and (
+                    dedup_key(kind, tuple(subject.items()), subject.get("tenant", ""))
+                    not in self.lifecycle
+                ):
+                    continue  # a normal window of a quiet subject changes nothing
                 observations.append(
                     self._observation(
                         verdict,
@@ -257,7 +262,8 @@ class DetectionStage:
                 )
         observations.extend(self._budgets(t, entries, window_start, window_end))
         observations.extend(sorted(session_observations, key=lambda o: o.dedup_key))
-        return self._observe(observations)
+        alerts = self._route(self.lifecycle.advance_to(window_end))
+        return alerts + self._observe(observations)
 
     def _budgets(self, t, entries, window_start, window_end) -> list[Observation]:
         if self.detectors.budget is None:

@@ -53,7 +53,9 @@ What metrics cannot tell
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import math
 import pickle
 import time
 from collections import OrderedDict
@@ -112,22 +114,24 @@ class DeltaCounters:
 def _rebucket(
     bounds: tuple[float, ...], counts: tuple[int, ...], onto: tuple[float, ...]
 ) -> list[int] | None:
-    """``counts`` over ``bounds`` moved onto the buckets of ``onto``; None if some
-    non-empty old bucket straddles a new bound (e.g. exponential upscaling)."""
-    import bisect
+    """``counts`` over ``bounds`` moved onto the buckets of ``onto``; None if a
+    non-empty old bucket straddles a new bound (it cannot be split).
 
+    Exponential histograms that lower their scale or widen their range line up:
+
+    >>> _rebucket((1.0, 2.0, 4.0), (0, 3, 5, 0), (1.0, 4.0, 16.0))
+    [0, 8, 0, 0]
+    >>> _rebucket((1.0, 4.0), (0, 3, 0), (1.0, 2.0, 4.0)) is None
+    True
+    """
     out = [0] * (len(onto) + 1)
     for i, n in enumerate(counts):
         if not n:
             continue
-        hi = bounds[i] if i < len(bounds) else None
-        lo = bounds[i - 1] if i > 0 else None
-        j = bisect.bisect_left(onto, hi) if hi is not None else len(onto)
-        if hi is not None and j < len(onto) and onto[j] != hi and j == len(onto):
-            return None
-        new_lo = onto[j - 1] if j > 0 else None
-        # (lo, hi] must sit inside (new_lo, new_hi]: no new bound strictly inside it.
-        if new_lo is not None and (lo is None or lo < new_lo):
+        lo = bounds[i - 1] if i > 0 else -math.inf
+        hi = bounds[i] if i < len(bounds) else math.inf
+        j = bisect.bisect_left(onto, hi)  # the new bucket (onto[j-1], onto[j]] that holds hi
+        if (onto[j - 1] if j > 0 else -math.inf) > lo:
             return None
         out[j] += n
     return out
@@ -255,8 +259,8 @@ class CumulativeToDelta:
             raise ValueError(f"unknown temporality {point.temporality!r}")
 
         if last is None or last.temporality != CUMULATIVE:
-            self._remember(point)
             tombstone = self._tombstones.pop(point.series_id, None)
+            self._remember(point)
             if tombstone is not None and tombstone == point.start_ns:
                 counters.rebased_after_eviction += 1
                 return None
@@ -308,9 +312,7 @@ class CumulativeToDelta:
                 if before is not None and all(
                     a >= b for a, b in zip(point.bucket_counts, before, strict=True)
                 ):
-                    buckets = tuple(
-                        a - b for a, b in zip(point.bucket_counts, before, strict=True)
-                    )
+                    buckets = tuple(a - b for a, b in zip(point.bucket_counts, before, strict=True))
                 else:
                     counters.bucketless += 1
                     bounds = ()
@@ -320,8 +322,11 @@ class CumulativeToDelta:
         counters.cumulative_deltas += 1
         # A cumulative min/max covers the whole series; it belongs to this interval
         # only if it moved in it.
-        high = point.max if point.max is not None and (last.max is None or point.max > last.max) else None
-        low = point.min if point.min is not None and (last.min is None or point.min < last.min) else None
+        high = low = None
+        if point.max is not None and (last.max is None or point.max > last.max):
+            high = point.max
+        if point.min is not None and (last.min is None or point.min < last.min):
+            low = point.min
         return dataclasses.replace(
             point,
             temporality=DELTA,
@@ -636,7 +641,9 @@ class MetricsShard:
                 self.state.dirty = True
             partials = self.on_points(item.points)
             out.append(
-                ShardInput(item.partition, item.max_event_ns, item.caught_up, list(partials.items()))
+                ShardInput(
+                    item.partition, item.max_event_ns, item.caught_up, list(partials.items())
+                )
             )
         self._emit_counters(out)
         return out

@@ -339,6 +339,8 @@ class SessionTracker:
         self.timeout_ns = int(inactivity_timeout_s * NS)
         self.max_sessions = max_sessions
         self.sessions: OrderedDict[str, Session] = OrderedDict()
+        #: keys of sessions with calls not yet past a snapshot boundary
+        self.active: set[str] = set()
         self.ended = 0
         self.evicted_early = 0
 
@@ -356,6 +358,7 @@ class SessionTracker:
             else:
                 sessions.move_to_end(key)
             session.merge(part)
+            self.active.add(key)
         while len(sessions) > self.max_sessions:
             _, oldest = sessions.popitem(last=False)
             oldest.fold_until(2**62)
@@ -385,12 +388,22 @@ class SessionTracker:
         return out
 
     def snapshots_at(self, boundary_ns: int) -> list[tuple[Session, SessionSnapshot]]:
-        """Snapshots of the sessions active in the minute before ``boundary_ns``."""
+        """Snapshots of the sessions active in the minute before ``boundary_ns``.
+
+        Only sessions that received calls lately are looked at (``active``), so
+        the cost follows the live traffic, not the number of open sessions.
+        """
         out = []
-        for session in self.sessions.values():
-            snapshot = session.snapshot_at(boundary_ns)
-            if snapshot is not None:
-                out.append((session, snapshot))
+        quiet = []
+        for key in sorted(self.active):
+            session = self.sessions.get(key)
+            snapshot = session.snapshot_at(boundary_ns) if session is not None else None
+            if snapshot is None:
+                if session is None or not (session.pending or session.pending_llm):
+                    quiet.append(key)
+                continue
+            out.append((session, snapshot))
+        self.active.difference_update(quiet)
         return out
 
     def flush(self) -> list[SessionRow]:

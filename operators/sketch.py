@@ -73,6 +73,35 @@ class QuantileSketch:
         clone.count = self.count
         return clone
 
+    def quantiles(self, qs: list[float]) -> list[float | None]:
+        """Several quantiles in one pass over the sorted buckets (``qs`` ascending).
+
+        >>> s = QuantileSketch()
+        >>> for v in range(1, 101):
+        ...     s.add(float(v))
+        >>> [round(x) for x in s.quantiles([0.5, 0.99])] == [round(s.quantile(0.5)),
+        ...                                                    round(s.quantile(0.99))]
+        True
+        """
+        if self.count == 0:
+            return [None] * len(qs)
+        gamma = math.exp(self._log_gamma)
+        out: list[float | None] = []
+        ranks = [math.floor(q * (self.count - 1)) for q in qs]
+        seen = self.zeros
+        i = 0
+        while i < len(ranks) and ranks[i] < seen:
+            out.append(0.0)
+            i += 1
+        for index in sorted(self.bins):
+            if i == len(ranks):
+                break
+            seen += self.bins[index]
+            while i < len(ranks) and seen > ranks[i]:
+                out.append(2.0 * gamma**index / (gamma + 1.0))
+                i += 1
+        return out
+
     def quantile(self, q: float) -> float | None:
         if self.count == 0:
             return None

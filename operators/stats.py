@@ -180,6 +180,7 @@ class StatsRow:
         cls, key: StatsKey, start_ns: int, window_s: int, acc: StatsAcc, *, hourly: bool = False
     ) -> StatsRow:
         tenant, service, provider, model, operation = key
+        p50, p95, p99 = acc.latency.quantiles([0.50, 0.95, 0.99])
         return cls(
             bucket=datetime.fromtimestamp(start_ns // 1_000_000_000, tz=UTC),
             window_seconds=window_s,
@@ -196,9 +197,9 @@ class StatsRow:
             reasoning_tokens=acc.reasoning_tokens,
             cost_usd=acc.cost_usd,
             unpriced_calls=acc.unpriced_calls,
-            latency_p50_ms=acc.latency.quantile(0.50),
-            latency_p95_ms=acc.latency.quantile(0.95),
-            latency_p99_ms=acc.latency.quantile(0.99),
+            latency_p50_ms=p50,
+            latency_p95_ms=p95,
+            latency_p99_ms=p99,
             latency_max_ms=acc.latency_max_ms,
             ttft_p95_ms=acc.ttft.quantile(0.95) if acc.ttft is not None else None,
             exemplar_trace_ids=tuple(trace_id for _, trace_id in acc.exemplars),
