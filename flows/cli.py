@@ -84,7 +84,7 @@ def _check_kafka(config: Config) -> None:
     try:
         check_topics(
             client_config(kafka.bootstrap_servers, kafka.client),
-            [kafka.topics.spans],
+            [kafka.topics.spans, *([kafka.topics.metrics] if kafka.topics.metrics else [])],
             kafka.connect_timeout_seconds,
         )
     except KafkaUnavailable as exc:

@@ -39,7 +39,10 @@ class _Section(BaseModel):
 
 class TopicsConfig(_Section):
     spans: str = "otlp_spans"
-    metrics: str | None = "otlp_metrics"
+    #: The Collector's metrics topic (e.g. ``otlp_metrics``), for applications that send
+    #: GenAI metrics *instead of* spans; null (default) does not read metrics, because
+    #: an application sending both would be counted twice.
+    metrics: str | None = None
     dead_letter: str = "observatory.dlq"
 
 

@@ -21,9 +21,15 @@ from observatory.flows.config import Config
 from observatory.flows.kafka_io import KafkaBatchSource, client_config, dead_letter_headers
 from observatory.operators.detect import DetectFeed, DetectionStage
 from observatory.operators.ingest import decode_batch, route_to_shards, shard_name
+from observatory.operators.metrics import (
+    MetricsShard,
+    decode_metrics_batch,
+    route_metrics_to_shards,
+)
 from observatory.operators.windows import CountersRow, LateData, ShardInput, WindowShard
 from observatory.schemas.dialects import Limits
 from observatory.schemas.otlp import TraceDecoder
+from observatory.schemas.otlp_metrics import MetricsDecoder
 from observatory.schemas.pricing import PriceTable
 from observatory.schemas.records import DeadLetter
 from observatory.sinks.alerts import AlertOutboxSink
@@ -48,6 +54,39 @@ def make_decoder(config: Config, topic: str) -> TraceDecoder:
         default_encoding=config.kafka.encoding_of(topic),
         max_record_bytes=ingest.max_record_bytes,
     )
+
+
+def make_metrics_decoder(config: Config, topic: str, prices: PriceTable) -> MetricsDecoder:
+    ingest = config.ingest
+    return MetricsDecoder(
+        tenant_keys=ingest.tenant_attributes,
+        limits=Limits(
+            max_tokens=ingest.max_tokens,
+            max_cost_usd=ingest.max_cost_usd,
+            max_attribute_bytes=ingest.max_attribute_bytes,
+            max_past_skew_s=ingest.max_past_skew_seconds,
+            max_future_skew_s=ingest.max_future_skew_seconds,
+        ),
+        prices=prices,
+        default_encoding=config.kafka.encoding_of(topic),
+        max_record_bytes=ingest.max_record_bytes,
+    )
+
+
+class _MetricsLogic(StatefulBatchLogic):
+    """Adapts the pure :class:`MetricsShard` (cumulative → delta → partials)."""
+
+    def __init__(self, shard: MetricsShard):
+        self.shard = shard
+
+    def on_batch(self, values):
+        return self.shard.on_batch(values), StatefulBatchLogic.RETAIN
+
+    def on_eof(self):
+        return self.shard.on_eof(), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return self.shard.snapshot()
 
 
 class _DetectLogic(StatefulBatchLogic[DetectFeed, object, bytes]):
@@ -121,8 +160,10 @@ def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
     window_ns = pipeline.window_seconds * NS
     shards = pipeline.shards
     kafka_config = client_config(kafka.bootstrap_servers, kafka.client)
+    metrics_topic = kafka.topics.metrics
+    topics = [topic, metrics_topic] if metrics_topic else [topic]
     source = KafkaBatchSource(
-        kafka_config, [topic], batch_size=kafka.batch_size, stop_at_end=stop_at_end
+        kafka_config, topics, batch_size=kafka.batch_size, stop_at_end=stop_at_end
     )
     partitions = source.list_parts()
     decoder = make_decoder(config, topic)
@@ -159,6 +200,13 @@ def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
 
     flow = Dataflow("observatory")
     batches = op.input("read_otlp_records", flow, source)
+    if metrics_topic:
+        split = op.branch(
+            "split_spans_from_metrics",
+            batches,
+            lambda batch: batch.part_id.rsplit("-", 1)[0] != metrics_topic,
+        )
+        batches, metric_batches = split.trues, split.falses
     decoded = op.map(
         "decode_normalize_price_preaggregate",
         batches,
@@ -167,7 +215,41 @@ def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
     shard_inputs = op.flat_map(
         "route_partials_to_shards", decoded, lambda d: route_to_shards(d, shards)
     )
+    dead = op.flat_map("collect_dead_letters", decoded, lambda d: d.dead_letters)
+    extra_rows = []
+    if metrics_topic:
+        metrics_decoder = make_metrics_decoder(config, metrics_topic, decoder.prices)
+        metrics_decoded = op.map(
+            "decode_metrics", metric_batches, lambda b: decode_metrics_batch(metrics_decoder, b)
+        )
+        metric_routed = op.flat_map(
+            "route_metric_points_to_shards",
+            metrics_decoded,
+            lambda d: route_metrics_to_shards(d, shards),
+        )
+        metric_out = op.stateful_batch(
+            "metrics_to_delta_partials",
+            metric_routed,
+            lambda resume: _MetricsLogic(
+                MetricsShard(window_s=pipeline.window_seconds, prices=decoder.prices,
+                             resume=resume)
+            ),
+        )
+        metric_inputs = op.filter(
+            "metric_shard_inputs", metric_out, lambda kv: isinstance(kv[1], ShardInput)
+        )
+        extra_rows.append(
+            op.filter("metric_counters", metric_out, lambda kv: isinstance(kv[1], CountersRow))
+        )
+        shard_inputs = op.merge("span_and_metric_partials", shard_inputs, metric_inputs)
+        dead = op.merge(
+            "span_and_metric_dead_letters",
+            dead,
+            op.flat_map("collect_metric_dead_letters", metrics_decoded, lambda d: d.dead_letters),
+        )
     outputs = op.stateful_batch("aggregate_event_time_windows", shard_inputs, build_shard)
+    if extra_rows:
+        outputs = op.merge("window_and_metric_rows", outputs, *extra_rows)
     named = op.map("name_rows_by_shard", outputs, _tag_shard)
     rows = op.filter(
         "keep_table_rows", named, lambda row: not isinstance(row, LateData | DetectFeed)
@@ -201,7 +283,6 @@ def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
         named,
         lambda row: _late_to_dead_letter(row, dlq_topic) if isinstance(row, LateData) else None,
     )
-    dead = op.flat_map("collect_dead_letters", decoded, lambda d: d.dead_letters)
     dead_messages = op.map(
         "dead_letter_as_message", dead, lambda d: _dead_letter_message(d, dlq_topic)
     )
