@@ -158,6 +158,9 @@ class _SeriesKind(_Kind):
 class CostSpikeConfig(_SeriesKind):
     """Spend per window per (tenant, service, model) and per tenant, in USD."""
 
+    # Heavy-tailed spend: one huge call can make a single window 10+ sigma, so
+    # a window alone never alerts (spans 2-3, each residual clipped at 4 sigma);
+    # 5.0 is just above the worst run of a quiet day, $0.30/min the materiality.
     sensitivity: float = Field(default=5.0, gt=0)
     min_effect: float = Field(default=0.30, ge=0)  # USD per window: $0.30 a minute = $18 an hour
     spans: list[int] = Field(default_factory=lambda: [2, 3], min_length=1)
@@ -169,6 +172,8 @@ class CostSpikeConfig(_SeriesKind):
 class LatencyAnomalyConfig(_SeriesKind):
     """p95 latency and p95 time-to-first-token per (provider, model), in ms."""
 
+    # A p95 over >= 20 calls is well behaved: quiet days peak near 5, a x2
+    # slowdown scores 10+, so 6 costs no recall; 10 calls gave quiet alerts.
     sensitivity: float = Field(default=6.0, gt=0)
     min_effect: float = Field(default=250.0, ge=0)  # ms
     #: Windows with fewer calls have a meaningless p95: neither scored nor learned.
@@ -178,6 +183,8 @@ class LatencyAnomalyConfig(_SeriesKind):
 class ErrorSurgeConfig(_Kind):
     """Error rate per (service, model) and per tool; the statistic is binomial."""
 
+    # A binomial z: 4.5 let an over-dispersed quiet minute through once in ten
+    # days, 5.0 cost 3 points of recall; 4.75 had neither.
     sensitivity: float = Field(default=4.75, gt=0)
     warmup_windows: int = Field(default=30, ge=2, le=10_000)
     min_effect: float = Field(default=0.05, ge=0, le=1)  # absolute rate: +5 points
@@ -198,6 +205,8 @@ class ErrorSurgeConfig(_Kind):
 class TokenAnomalyConfig(_SeriesKind):
     """Input tokens per call per (tenant, service, model): context blow-up."""
 
+    # Residuals are per call (x sqrt(calls)): 5.5 is above every quiet run
+    # with a 60-window warm-up; 6 lost 8 points of recall on growing prompts.
     sensitivity: float = Field(default=5.5, gt=0)
     min_effect: float = Field(default=500.0, ge=0)  # tokens per call
 
@@ -211,10 +220,12 @@ class RunawayLoopConfig(_Kind):
     warmup_windows: int = Field(default=200, ge=10)
     max_identical_tool_calls: int | None = Field(default=25, ge=1)
     max_calls_per_minute: float | None = Field(default=200.0, gt=0)
+    # 1000 steps was reached by normal long sessions twice a day.
     max_steps: int | None = Field(default=2000, ge=1)
     max_session_cost_usd: float | None = Field(default=50.0, gt=0)
     learned_quantile: float = Field(default=0.99, gt=0.5, lt=1)
-    learned_margin: float = Field(default=2.0, ge=1)
+    # 2 x p99 paged on a bursty normal session (7x the median velocity).
+    learned_margin: float = Field(default=2.5, ge=1)
     #: Learned limits never go below these (feature -> value).
     floors: dict[Feature, float] = Field(default_factory=dict)
     #: Features with learned per-agent limits (the others: hard limits only).
@@ -255,7 +266,8 @@ class BudgetConfig(_Kind):
     budgets: list[BudgetSpec] = Field(default_factory=list)
     #: Also alert when the linear projection to the end of the period reaches the limit.
     project: bool = True
-    #: Fraction of the period that must have elapsed before projecting.
+    #: Fraction of the period that must have elapsed before projecting (a quarter:
+    #: precision 0.79 and quiet alerts; a linear projection extrapolates bursts).
     min_elapsed_fraction: float = Field(default=0.5, ge=0, lt=1)
     #: ... and only when it reaches this multiple of the limit.
     projection_margin: float = Field(default=1.25, ge=1)

@@ -319,13 +319,14 @@ def evaluate(
 
 
 def hst_config(
-    base: DetectorsConfig | None = None, *, sensitivity: float = 0.99
+    base: DetectorsConfig | None = None, *, sensitivity: float = 0.99, scaling: str = "warmup"
 ) -> DetectorsConfig:
     """``base`` with River's HalfSpaceTrees in place of the robust z-scores."""
     raw = (base or DetectorsConfig()).model_dump()
     for kind in ("cost_spike", "latency_anomaly", "token_anomaly"):
         raw[kind]["method"] = "hst"
         raw[kind]["sensitivity"] = sensitivity
+        raw[kind]["hst_scaling"] = scaling
     return DetectorsConfig.model_validate(raw)
 
 
@@ -335,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quiet-seeds", type=int, default=3, help="incident-free workloads")
     parser.add_argument("--days", type=float, default=2.0)
     parser.add_argument("--no-hst", action="store_true", help="skip the River alternative")
+    parser.add_argument("--hst-scaling", choices=("warmup", "minmax"), default="warmup")
+    parser.add_argument("--hst-sensitivity", type=float, default=0.99)
     parser.add_argument(
         "--weak",
         action="store_true",
@@ -350,14 +353,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_hst:
         # HST costs ~10x more per point: a smaller run says enough.
         alt = evaluate(
-            hst_config(),
+            hst_config(sensitivity=args.hst_sensitivity, scaling=args.hst_scaling),
             seeds=seeds[:1],
             quiet_seeds=quiet[:1],
             days=1.0,
             quiet_days=1.0,
             incidents_per_kind=8,
         )
-        title = "River MinMaxScaler | HalfSpaceTrees (score >= 0.99) for cost, latency, tokens"
+        title = (
+            f"River HalfSpaceTrees ({args.hst_scaling} scaling, score >= {args.hst_sensitivity:g})"
+            " for cost, latency, tokens"
+        )
         kinds = ("cost_spike", "latency_anomaly", "token_anomaly")
         print(alt.table(f"{title} (1+1 workloads of 1 day):", kinds))
         print(f"{alt.points:,} points in {alt.seconds:.1f} s")

@@ -132,7 +132,7 @@ class RunawayLoop:
     (True, 'current_identical_run 25 >= hard limit 20')
     >>> v = det.update(snap(3, calls=90))
     >>> v.anomalous, v.reason
-    (True, 'calls_last_minute 90 > learned limit 30 (max(floor 30, 2 x p99 6) for planner)')
+    (True, 'calls_last_minute 90 > learned limit 30 (max(floor 30, 2.5 x p99 6) for planner)')
     """
 
     def __init__(
@@ -143,7 +143,7 @@ class RunawayLoop:
         max_steps: float | None = 2000,
         max_cost_usd: float | None = 50.0,
         quantile: float = 0.99,
-        margin: float = 2.0,
+        margin: float = 2.5,
         floors: Mapping[str, float] | None = None,
         learned: tuple[str, ...] = ("current_identical_run", "calls_last_minute"),
         warmup: int = 200,

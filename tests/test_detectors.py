@@ -327,7 +327,9 @@ def test_runaway_learned_limit_after_warmup_only():
     assert verdict.anomalous and verdict.reason.startswith("calls_last_minute 80 > learned limit")
     assert verdict.expected == det.learned_limit("planner", "calls_last_minute")
     # Floors: a learned limit never goes below them.
-    assert det.learned_limit("planner", "current_identical_run") >= det.floors["current_identical_run"]
+    assert (
+        det.learned_limit("planner", "current_identical_run") >= det.floors["current_identical_run"]
+    )
     # Cumulative features are not learned by default.
     assert det.learned_limit("planner", "steps") is None
 
