@@ -223,6 +223,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return run_simulation(_config(args), args)
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    from observatory.flows import replay
+
+    config = _config(args)
+    with _connect_database(config) as conn:
+        return replay.main(config, args, conn)
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from observatory.flows.summary import print_summary
 
@@ -285,6 +293,14 @@ def _parser() -> argparse.ArgumentParser:
 
     add_arguments(simulate)
     simulate.set_defaults(func=cmd_simulate)
+
+    detect = sub.add_parser(
+        "detect", help="replay stored aggregates through a detector config (offline tuning)"
+    )
+    with_config(detect)
+    detect.add_argument("--from", dest="start", required=True, help="ISO time, or 7d/12h/30m ago")
+    detect.add_argument("--to", dest="end", default="0m", help="ISO time, or 1h ago (default now)")
+    detect.set_defaults(func=cmd_detect)
 
     retention = sub.add_parser("retention", help="drop TimescaleDB chunks past the horizon now")
     with_config(retention)

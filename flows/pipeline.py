@@ -231,8 +231,7 @@ def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
             "metrics_to_delta_partials",
             metric_routed,
             lambda resume: _MetricsLogic(
-                MetricsShard(window_s=pipeline.window_seconds, prices=decoder.prices,
-                             resume=resume)
+                MetricsShard(window_s=pipeline.window_seconds, prices=decoder.prices, resume=resume)
             ),
         )
         metric_inputs = op.filter(
