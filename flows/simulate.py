@@ -182,6 +182,14 @@ def write_ground_truth(
         for call in calls:
             writer.writerow([cell(getattr(call, c)) for c in TRUTH_COLUMNS])
     (directory / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
+    # The exact per-minute aggregates these calls must produce (computed with pandas,
+    # independently of the pipeline), for checking any run against them.
+    from observatory.flows.groundtruth import calls_frame, window_stats
+
+    if calls:
+        window_stats(calls_frame(calls)).to_csv(
+            directory / "expected_llm_stats.csv.gz", index=False, compression="gzip"
+        )
     (directory / "incidents.json").write_text(
         json.dumps([i.as_dict() for i in incidents], indent=2)
     )
