@@ -14,7 +14,9 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+NATIVE_SOURCES := setup.py schemas/native/Cargo.toml schemas/native/Cargo.lock $(wildcard schemas/native/src/*.rs)
+
+$(STAMP): pyproject.toml $(NATIVE_SOURCES)
 	@echo "[make] creating $(VENV) and installing observatory (first time takes a minute)…"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip > $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)

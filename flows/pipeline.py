@@ -9,6 +9,7 @@ read_otlp_records → decode_normalize_price_preaggregate
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 
 import bytewax.operators as op
@@ -28,6 +29,7 @@ from observatory.operators.metrics import (
 )
 from observatory.operators.windows import CountersRow, LateData, ShardInput, WindowShard
 from observatory.schemas.dialects import Limits
+from observatory.schemas.fastpath import FastTraceDecoder
 from observatory.schemas.otlp import TraceDecoder
 from observatory.schemas.otlp_metrics import MetricsDecoder
 from observatory.schemas.pricing import PriceTable
@@ -37,6 +39,7 @@ from observatory.sinks.base import Backoff
 from observatory.sinks.timescale import TimescaleSink
 
 NS = 1_000_000_000
+log = logging.getLogger("observatory.flows")
 
 
 def make_decoder(config: Config, topic: str) -> TraceDecoder:
@@ -207,10 +210,13 @@ def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
             lambda batch: batch.part_id.rsplit("-", 1)[0] != metrics_topic,
         )
         batches, metric_batches = split.trues, split.falses
+    fast = FastTraceDecoder(decoder) if config.ingest.native_decoder else None
+    if fast is not None and not fast.native:
+        log.warning("native decoder not in use (%s): decoding in Python", fast.reason)
     decoded = op.map(
         "decode_normalize_price_preaggregate",
         batches,
-        lambda batch: decode_batch(decoder, batch, window_ns),
+        lambda batch: decode_batch(decoder, batch, window_ns, fast=fast),
     )
     shard_inputs = op.flat_map(
         "route_partials_to_shards", decoded, lambda d: route_to_shards(d, shards)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from observatory.operators.sessions import SessionPartial, session_partials
 from observatory.operators.stats import StatsAcc, WindowKey, preaggregate
 from observatory.operators.windows import ShardInput
+from observatory.schemas.fastpath import FastTraceDecoder
 from observatory.schemas.otlp import TraceDecoder
 from observatory.schemas.records import (
     DeadLetter,
@@ -37,9 +38,28 @@ class DecodedBatch:
 
 
 def decode_batch(
+    decoder: TraceDecoder,
+    batch: RecordBatch,
+    window_ns: int,
+    *,
+    keep_calls: bool = False,
+    fast: FastTraceDecoder | None = None,
+) -> DecodedBatch:
+    """Decode every record of a batch and fold its calls into window partials.
+
+    With ``fast`` (a :class:`~observatory.schemas.fastpath.FastTraceDecoder`
+    built on the same decoder) the native path does the work, with results
+    equal to the pure-Python path's (``tests/test_fastpath.py``).
+    """
+    if fast is not None and fast.native and not keep_calls:
+        return fast.decode_batch(batch, window_ns)
+    return decode_batch_python(decoder, batch, window_ns, keep_calls=keep_calls)
+
+
+def decode_batch_python(
     decoder: TraceDecoder, batch: RecordBatch, window_ns: int, *, keep_calls: bool = False
 ) -> DecodedBatch:
-    """Decode every record of a batch and fold its calls into window partials."""
+    """The pure-Python reference path of :func:`decode_batch`."""
     out = DecodedBatch(batch.part_id, batch.caught_up)
     calls: list[LlmCall] = []
     for record in batch.records:
