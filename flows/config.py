@@ -96,6 +96,8 @@ class PipelineConfig(_Section):
     snapshot_interval_seconds: float = Field(default=10.0, gt=0)
     #: A session ends this long (event time) after its last span.
     session_timeout_seconds: float = Field(default=900.0, gt=0)
+    #: A live session's row is rewritten at most this often (event time); its end always is.
+    session_update_seconds: float = Field(default=300.0, ge=0)
     #: Live sessions kept per shard; past it the least recently seen is ended early.
     max_sessions_per_shard: int = Field(default=200_000, ge=1)
     #: Drop chunks older than this many days (null keeps everything).

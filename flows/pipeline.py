@@ -182,6 +182,7 @@ def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
                 idle_timeout_s=pipeline.idle_partition_seconds,
                 partitions=partitions,
                 session_timeout_s=pipeline.session_timeout_seconds,
+                session_update_s=pipeline.session_update_seconds,
                 max_sessions=pipeline.max_sessions_per_shard,
                 detect=detect,
                 runaway=build_detectors(config.detectors).runaway,

@@ -144,6 +144,7 @@ class Session:
         "agent",
         "cost_usd",
         "dirty",
+        "emitted_ns",
         "errors",
         "first_ns",
         "folded_cost",
@@ -200,6 +201,7 @@ class Session:
         self.longest_run = 0
         self.longest_run_tool = ""
         self.dirty = False
+        self.emitted_ns = 0  # the watermark when its row was last written
 
     def __getstate__(self):
         return tuple(getattr(self, name) for name in self.__slots__)
@@ -335,8 +337,16 @@ class SessionTracker:
     (['ended'], 0)
     """
 
-    def __init__(self, *, inactivity_timeout_s: float = 1800.0, max_sessions: int = 500_000):
+    def __init__(
+        self,
+        *,
+        inactivity_timeout_s: float = 1800.0,
+        max_sessions: int = 500_000,
+        update_interval_s: float = 0.0,
+    ):
         self.timeout_ns = int(inactivity_timeout_s * NS)
+        #: A live session's row is rewritten at most this often (its end always is).
+        self.update_interval_ns = int(update_interval_s * NS)
         self.max_sessions = max_sessions
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         #: keys of sessions with calls not yet past a snapshot boundary
@@ -376,11 +386,17 @@ class SessionTracker:
                 session.fold_until(2**62)
                 out.append(session.row("ended"))
                 ended.append(key)
-            elif session.dirty and (session.started_ns or session.first_ns <= watermark_ns):
+            elif (
+                session.dirty
+                and (session.started_ns or session.first_ns <= watermark_ns)
+                and watermark_ns - max(session.emitted_ns, session.first_ns)
+                >= self.update_interval_ns
+            ):
                 # A session is first written only once the watermark has passed its
                 # first span: every earlier span has arrived by then, so `started_at`
                 # (part of the row key) is the same however the input was replayed.
                 session.dirty = False
+                session.emitted_ns = watermark_ns
                 out.append(session.row("active"))
         for key in ended:
             del self.sessions[key]

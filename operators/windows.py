@@ -127,6 +127,7 @@ class WindowShard:
         hourly: bool = True,
         session_timeout_s: float = 1800.0,
         max_sessions: int = 500_000,
+        session_update_s: float = 0.0,
         detect: bool = False,
         runaway: RunawayLoop | None = None,
         runaway_severity: str = "error",
@@ -149,7 +150,9 @@ class WindowShard:
             if resume
             else _State(
                 sessions=SessionTracker(
-                    inactivity_timeout_s=session_timeout_s, max_sessions=max_sessions
+                    inactivity_timeout_s=session_timeout_s,
+                    max_sessions=max_sessions,
+                    update_interval_s=session_update_s,
                 ),
                 runaway=runaway,
             )
