@@ -32,6 +32,7 @@ import yaml
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from observatory.flows.kafka_io import produce
 from observatory.flows.receiver import AlertReceiver
 from observatory.flows.simulate import SPANS_PER_CALL, make_records
 from observatory.flows.traffic import NS, Incident, Simulator
@@ -66,13 +67,7 @@ def produce_paced(sim: Simulator, topic: str, bootstrap: str, stop: threading.Ev
         malformed_rate=0.0,
         summary=sim.summary,
     ):
-        while True:
-            try:
-                producer.produce(topic, value=value, headers=headers)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
+        produce(producer, topic, value, headers)
     producer.flush(30)
 
 

@@ -34,6 +34,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from observatory.flows.config import load_config, redact_url
 from observatory.flows.evaluate import alert_facts, matches
+from observatory.flows.kafka_io import produce
 from observatory.flows.receiver import AlertReceiver, Received, describe
 from observatory.flows.simulate import make_records
 from observatory.flows.traffic import INCIDENT_KINDS, NS, Simulator, plan_incidents
@@ -99,13 +100,7 @@ def simulate(bootstrap: str, topic: str, hours: float, rate: float, seed: int):
         malformed_rate=0.01,
         summary=sim.summary,
     ):
-        while True:
-            try:
-                producer.produce(topic, value=value, headers=headers)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
+        produce(producer, topic, value, headers)
         if time.monotonic() - last > 2:
             last = time.monotonic()
             done = (sim.summary.last_event_ns - start_ns) / (end_ns - start_ns)

@@ -33,6 +33,7 @@ import yaml
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from observatory.flows.kafka_io import produce
 from observatory.flows.receiver import AlertReceiver, Received
 from observatory.flows.simulate import make_records
 from observatory.flows.traffic import INCIDENT_KINDS, NS, Incident, Simulator, plan_incidents
@@ -186,13 +187,7 @@ def run_scenario(
         malformed_rate=0.0,
         summary=sim.summary,
     ):
-        while True:
-            try:
-                producer.produce(topic, value=value, headers=headers)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
+        produce(producer, topic, value, headers)
     producer.flush(60)
     _log(
         f"{name}: simulated {hours:g} h of event time, {sim.summary.spans:,} spans, "

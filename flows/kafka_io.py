@@ -208,3 +208,14 @@ def dead_letter_headers(dead: DeadLetter) -> list[tuple[str, bytes]]:
         ("observatory.source.offset", str(dead.source.offset).encode()),
     ]
     return [*((k, v) for k, v in dead.headers if not k.startswith("observatory.")), *ours]
+
+
+def produce(producer, topic: str, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+    """Produce one record, waiting (not failing) while the local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, value=value, headers=headers)
+            break
+        except BufferError:
+            producer.poll(0.1)  # the local queue is full: let it drain
+    producer.poll(0)

@@ -42,17 +42,22 @@ NS = 1_000_000_000
 log = logging.getLogger("observatory.flows")
 
 
+def limits_from(config: Config) -> Limits:
+    ingest = config.ingest
+    return Limits(
+        max_tokens=ingest.max_tokens,
+        max_cost_usd=ingest.max_cost_usd,
+        max_attribute_bytes=ingest.max_attribute_bytes,
+        max_past_skew_s=ingest.max_past_skew_seconds,
+        max_future_skew_s=ingest.max_future_skew_seconds,
+    )
+
+
 def make_decoder(config: Config, topic: str) -> TraceDecoder:
     ingest = config.ingest
     return TraceDecoder(
         tenant_keys=ingest.tenant_attributes,
-        limits=Limits(
-            max_tokens=ingest.max_tokens,
-            max_cost_usd=ingest.max_cost_usd,
-            max_attribute_bytes=ingest.max_attribute_bytes,
-            max_past_skew_s=ingest.max_past_skew_seconds,
-            max_future_skew_s=ingest.max_future_skew_seconds,
-        ),
+        limits=limits_from(config),
         prices=PriceTable.bundled(m.model_dump() for m in config.pricing.models),
         default_encoding=config.kafka.encoding_of(topic),
         max_record_bytes=ingest.max_record_bytes,
@@ -63,13 +68,7 @@ def make_metrics_decoder(config: Config, topic: str, prices: PriceTable) -> Metr
     ingest = config.ingest
     return MetricsDecoder(
         tenant_keys=ingest.tenant_attributes,
-        limits=Limits(
-            max_tokens=ingest.max_tokens,
-            max_cost_usd=ingest.max_cost_usd,
-            max_attribute_bytes=ingest.max_attribute_bytes,
-            max_past_skew_s=ingest.max_past_skew_seconds,
-            max_future_skew_s=ingest.max_future_skew_seconds,
-        ),
+        limits=limits_from(config),
         prices=prices,
         default_encoding=config.kafka.encoding_of(topic),
         max_record_bytes=ingest.max_record_bytes,

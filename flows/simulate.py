@@ -264,7 +264,7 @@ def build_simulator(config, args: argparse.Namespace) -> Simulator:
 def run_simulation(config, args: argparse.Namespace) -> int:
     from confluent_kafka import Producer
 
-    from observatory.flows.kafka_io import client_config
+    from observatory.flows.kafka_io import client_config, produce
 
     try:
         sim = build_simulator(config, args)
@@ -292,13 +292,7 @@ def run_simulation(config, args: argparse.Namespace) -> int:
         malformed_rate=args.malformed_rate,
         summary=sim.summary,
     ):
-        while True:
-            try:
-                producer.produce(topic, value=value, headers=headers)
-                break
-            except BufferError:
-                producer.poll(0.1)  # local queue full: let it drain
-        producer.poll(0)
+        produce(producer, topic, value, headers)
         if progress is not None:
             progress.update(n_spans)
     remaining = producer.flush(60)

@@ -85,6 +85,35 @@ def sniff_encoding(value: bytes) -> str:
     return JSON
 
 
+def record_encoding(
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] | None,
+    default_encoding: str,
+    max_record_bytes: int,
+) -> str:
+    """The encoding to decode a record with, or :class:`Reject` with the reason.
+
+    A header wins over the topic's configured encoding, which wins over
+    sniffing; bytes that contradict the declared encoding are rejected.
+    """
+    if not value:
+        raise Reject("empty_record", "record has no value")
+    if len(value) > max_record_bytes:
+        raise Reject("oversized_record", f"record is {len(value)} bytes")
+    declared = header_encoding(headers)
+    sniffed = sniff_encoding(value)
+    expected = declared or (default_encoding if default_encoding != AUTO else sniffed)
+    if expected == JSON and sniffed == PROTO and _parses_as_json(value):
+        raise Reject("invalid_json", "top level is not an object")
+    if expected != sniffed:
+        raise Reject(
+            "wrong_encoding",
+            f"expected {expected} ({'header' if declared else 'topic config'}) "
+            f"but the bytes look like {sniffed}",
+        )
+    return expected
+
+
 def _parses_as_json(value: bytes) -> bool:
     try:
         json.loads(value)
@@ -258,21 +287,7 @@ class TraceDecoder:
         counters.dead_lettered_records = 1
 
     def _decode(self, value, source, headers, result: DecodeResult) -> None:
-        if not value:
-            raise Reject("empty_record", "record has no value")
-        if len(value) > self.max_record_bytes:
-            raise Reject("oversized_record", f"record is {len(value)} bytes")
-        declared = header_encoding(headers)
-        sniffed = sniff_encoding(value)
-        expected = declared or (self.default_encoding if self.default_encoding != AUTO else sniffed)
-        if expected == JSON and sniffed == PROTO and _parses_as_json(value):
-            raise Reject("invalid_json", "top level is not an object")
-        if expected != sniffed:
-            raise Reject(
-                "wrong_encoding",
-                f"expected {expected} ({'header' if declared else 'topic config'}) "
-                f"but the bytes look like {sniffed}",
-            )
+        expected = record_encoding(value, headers, self.default_encoding, self.max_record_bytes)
         if expected == PROTO:
             self._decode_proto(value, source, headers, result)
         else:

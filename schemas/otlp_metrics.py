@@ -62,14 +62,12 @@ from observatory.schemas.dialects import Limits, Reject, checked_text, normalize
 from observatory.schemas.otlp import (
     AUTO,
     ENCODINGS,
-    JSON,
     PROTO,
     _any_value,
     _json_any_value,
     _json_id,
     _json_int,
-    header_encoding,
-    sniff_encoding,
+    record_encoding,
 )
 from observatory.schemas.pricing import PriceTable
 from observatory.schemas.records import DeadLetter, SourceRef
@@ -480,21 +478,7 @@ class MetricsDecoder:
         counters.dead_lettered_records = 1
 
     def _decode(self, value, source, headers, result: MetricsDecodeResult) -> None:
-        if not value:
-            raise Reject("empty_record", "record has no value")
-        if len(value) > self.max_record_bytes:
-            raise Reject("oversized_record", f"record is {len(value)} bytes")
-        declared = header_encoding(headers)
-        sniffed = sniff_encoding(value)
-        expected = declared or (self.default_encoding if self.default_encoding != AUTO else sniffed)
-        if expected == JSON and sniffed == PROTO and _parses_as_json(value):
-            raise Reject("invalid_json", "top level is not an object")
-        if expected != sniffed:
-            raise Reject(
-                "wrong_encoding",
-                f"expected {expected} ({'header' if declared else 'topic config'}) "
-                f"but the bytes look like {sniffed}",
-            )
+        expected = record_encoding(value, headers, self.default_encoding, self.max_record_bytes)
         if expected == PROTO:
             self._decode_proto(value, source, headers, result)
         else:
@@ -993,11 +977,3 @@ class MetricsDecoder:
             )
         )
         result.counters.dead_lettered_points += 1
-
-
-def _parses_as_json(value: bytes) -> bool:
-    try:
-        json.loads(value)
-    except (ValueError, RecursionError):
-        return False
-    return True
