@@ -17,13 +17,13 @@ which a short live benchmark cannot give them honestly.
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import os
 import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -31,6 +31,7 @@ import psycopg
 import yaml
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from observatory.flows.kafka_io import produce
 from observatory.flows.receiver import AlertReceiver
@@ -47,28 +48,75 @@ def log(text: str) -> None:
     print(f"[latency] {text}", file=sys.stderr, flush=True)
 
 
-def produce_paced(sim: Simulator, topic: str, bootstrap: str, stop: threading.Event) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "compression.type": "lz4"})
+TEMPLATE_S = 20  # seconds of background traffic generated once, then replayed shifted
 
-    def paced():
-        for span in sim.stream():
-            delay = span.end_time / NS - time.time()
-            if delay > 0:
-                time.sleep(delay)
-            if stop.is_set():
-                return
-            yield span
 
-    for value, headers, _ in make_records(
-        paced(),
+def _records(spans, summary) -> list[tuple[int, bytes, int]]:
+    """(latest end time, protobuf record, spans in it) of records of up to 50 spans."""
+    out = []
+    for value, _headers, count in make_records(
+        spans,
         random.Random(1),
         encoding="otlp_proto",
         max_spans=50,
         malformed_rate=0.0,
-        summary=sim.summary,
+        summary=summary,
     ):
-        produce(producer, topic, value, headers)
+        data = TracesData()
+        data.ParseFromString(value)
+        latest = max(
+            s.end_time_unix_nano
+            for rs in data.resource_spans
+            for ss in rs.scope_spans
+            for s in ss.spans
+        )
+        out.append((latest, value, count))
+    return out
+
+
+def _shifted(value: bytes, delta_ns: int) -> bytes:
+    """The same record with every span moved ``delta_ns`` later (event time = wall time)."""
+    data = TracesData()
+    data.ParseFromString(value)
+    for resource_spans in data.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                span.start_time_unix_nano += delta_ns
+                span.end_time_unix_nano += delta_ns
+    return data.SerializeToString()
+
+
+def produce_paced(
+    background, loops, start_ns: int, duration_s: float, topic: str, bootstrap: str
+) -> int:
+    """Produce the background template again and again, and the loops, each record
+    when the wall clock reaches its latest span end. Returns the spans produced."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "compression.type": "lz4"})
+    period_ns = TEMPLATE_S * NS
+    periods = int(duration_s // TEMPLATE_S) + 1
+
+    def background_records():
+        for period in range(periods):
+            for latest, value, count in background:
+                yield latest + period * period_ns, value, period * period_ns, count
+
+    def loop_records():
+        for latest, value, count in loops:
+            yield latest, value, 0, count
+
+    spans = 0
+    end_ns = start_ns + int(duration_s * NS)
+    for at, value, delta, count in heapq.merge(background_records(), loop_records()):
+        if at > end_ns:
+            break
+        delay = at / NS - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        record = _shifted(value, delta) if delta else value
+        produce(producer, topic, record, [])
+        spans += count
     producer.flush(30)
+    return spans
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -130,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     time.sleep(5)  # let the flow connect before traffic starts
 
-    start = time.time() + 2
+    start = time.time() + 40  # time to prepare the traffic
     step_s = 2.0  # one identical tool call every 2 s (30 a minute)
     loops = [
         Incident(
@@ -145,23 +193,43 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.loops)
     ]
     duration_s = 45 + 75 * (args.loops - 1) + 120 + 90
-    sim = Simulator(
+    # Background: TEMPLATE_S seconds generated once with the SDK (it cannot make
+    # 10k spans/s live on this machine), replayed with shifted timestamps.
+    rate = {"calls_per_minute": args.spans_per_second * 60 / SPANS_PER_CALL}
+    template = Simulator(
         start_ns=int(start * NS),
-        end_ns=int((start + duration_s) * NS),
-        calls_per_minute=args.spans_per_second * 60 / SPANS_PER_CALL,
-        incidents=loops,
+        end_ns=int((start + TEMPLATE_S) * NS),
         seed=5,
         keep_truth=False,
+        **rate,
     )
+    template_end = int((start + TEMPLATE_S) * NS)
+    # Only whole records inside the template, in time order, so periods do not overlap.
+    background = sorted(
+        r for r in _records(template.stream(), template.summary) if r[0] <= template_end
+    )
+    loop_sim = Simulator(
+        start_ns=int(start * NS),
+        end_ns=int((start + duration_s) * NS),
+        calls_per_minute=0.001,
+        incidents=loops,
+        seed=6,
+        keep_truth=False,
+    )
+    loop_records = _records(loop_sim.stream(), loop_sim.summary)
+    lag = time.time() - start
+    if lag > 0:
+        log(f"preparing the traffic took {lag:.0f}s too long; starting late")
     log(
         f"{duration_s:.0f}s of live traffic at {args.spans_per_second:,.0f} spans/s with "
         f"{len(loops)} runaway loops; flow log: {work / 'flow.log'}"
     )
-    stop = threading.Event()
     started = time.monotonic()
     try:
-        produce_paced(sim, topic, args.bootstrap, stop)
-        achieved = sim.summary.spans / (time.monotonic() - started)
+        produced = produce_paced(
+            background, loop_records, int(start * NS), duration_s, topic, args.bootstrap
+        )
+        achieved = produced / (time.monotonic() - started)
         time.sleep(20)  # the last windows close after the watermark delay
     finally:
         flow.terminate()
