@@ -27,8 +27,11 @@ def test_replay_finds_the_spike_a_config_would_alert_on(db, database_url):
     alerts = replay(db, sensitive, start, start + timedelta(hours=4))
     cost = [a for a in alerts if a.kind == "cost_spike"]
     assert cost, "the spike was not found"
-    assert all(start + timedelta(minutes=200) <= a.window_start < start + timedelta(minutes=207)
-               for a in cost)
+    assert all(
+        start + timedelta(minutes=200) <= a.window_start < start + timedelta(minutes=207)
+        for a in cost
+    )
     blunt = parse_config({"detectors": {"cost_spike": {"min_effect": 1000.0}}}, env={})
-    assert not [a for a in replay(db, blunt, start, start + timedelta(hours=4))
-                if a.kind == "cost_spike"]
+    assert not [
+        a for a in replay(db, blunt, start, start + timedelta(hours=4)) if a.kind == "cost_spike"
+    ]

@@ -11,8 +11,8 @@ import sys
 import time
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from support import produce, run_flow, write_config
+from test_dead_letters import read_all
 from test_end_to_end import compare_stats, simulate, stored
 
 from observatory.flows.groundtruth import calls_frame, session_stats, window_stats
@@ -145,26 +145,11 @@ def test_late_data_becomes_corrections_or_counted_dead_letters(
     compare_stats(window_stats(truth), stored(db, "llm_stats"))
 
     # The far-too-late calls are in the dead-letter topic, counted.
-    consumer = Consumer(
-        {
-            "bootstrap.servers": "127.0.0.1:9092",
-            "group.id": f"t{time.time()}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.assign([TopicPartition(dlq_topic, 0, 0)])
-    late_records = []
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        msg = consumer.poll(1.0)
-        if msg is None:
-            if late_records:
-                break
-            continue
-        headers = dict(msg.headers() or [])
-        if headers.get("observatory.reason") == b"too_late":
-            late_records.append(msg)
-    consumer.close()
+    late_records = [
+        m
+        for m in read_all(dlq_topic, idle_s=10.0)
+        if dict(m.headers() or []).get("observatory.reason") == b"too_late"
+    ]
     assert sum(json.loads(m.value())["calls"] for m in late_records) == far_calls
 
 
