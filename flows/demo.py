@@ -29,14 +29,12 @@ from pathlib import Path
 
 import psycopg
 import yaml
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from observatory.flows.config import load_config, redact_url
 from observatory.flows.evaluate import alert_facts, matches
-from observatory.flows.kafka_io import produce
 from observatory.flows.receiver import AlertReceiver, Received, describe
-from observatory.flows.simulate import make_records
+from observatory.flows.simulate import publish
 from observatory.flows.traffic import INCIDENT_KINDS, NS, Simulator, plan_incidents
 
 OUT = Path("demo-out")
@@ -88,24 +86,26 @@ def simulate(bootstrap: str, topic: str, hours: float, rate: float, seed: int):
         seed=seed,
         keep_truth=False,
     )
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4"}
-    )
     last = time.monotonic()
-    for value, headers, _ in make_records(
-        sim.stream(),
-        random.Random(seed),
-        encoding="mixed",
-        max_spans=30,
-        malformed_rate=0.01,
-        summary=sim.summary,
-    ):
-        produce(producer, topic, value, headers)
+
+    def progress(_spans: int) -> None:
+        nonlocal last
         if time.monotonic() - last > 2:
             last = time.monotonic()
             done = (sim.summary.last_event_ns - start_ns) / (end_ns - start_ns)
             note(f"simulated {sim.summary.spans:,} spans ({min(done, 1):.0%} of the event time)")
-    producer.flush(60)
+
+    publish(
+        sim.stream(),
+        topic,
+        {"bootstrap.servers": bootstrap},
+        summary=sim.summary,
+        seed=seed,
+        encoding="mixed",
+        max_spans=30,
+        malformed_rate=0.01,
+        on_record=progress,
+    )
     return sim, incidents
 
 

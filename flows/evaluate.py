@@ -30,12 +30,10 @@ from pathlib import Path
 
 import psycopg
 import yaml
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from observatory.flows.kafka_io import produce
 from observatory.flows.receiver import AlertReceiver, Received
-from observatory.flows.simulate import make_records
+from observatory.flows.simulate import publish
 from observatory.flows.traffic import INCIDENT_KINDS, NS, Incident, Simulator, plan_incidents
 
 #: Which alert kinds answer which incident kind.
@@ -175,20 +173,16 @@ def run_scenario(
         seed=seed,
         keep_truth=False,
     )
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4"}
-    )
     started = time.monotonic()
-    for value, headers, _ in make_records(
+    publish(
         sim.stream(),
-        random.Random(seed),
+        topic,
+        {"bootstrap.servers": bootstrap},
+        summary=sim.summary,
+        seed=seed,
         encoding="otlp_proto",
         max_spans=40,
-        malformed_rate=0.0,
-        summary=sim.summary,
-    ):
-        produce(producer, topic, value, headers)
-    producer.flush(60)
+    )
     _log(
         f"{name}: simulated {hours:g} h of event time, {sim.summary.spans:,} spans, "
         f"{len(incidents)} incidents, in {time.monotonic() - started:.0f}s"

@@ -24,7 +24,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -159,6 +159,47 @@ def make_records(
             yield malformed_record(rng, value), [], 0
 
 
+def publish(
+    spans: Iterable[ReadableSpan],
+    topic: str,
+    producer_config: dict,
+    *,
+    summary: Summary,
+    seed: int,
+    encoding: str = "otlp_proto",
+    max_spans: int = 20,
+    malformed_rate: float = 0.0,
+    on_record: Callable[[int], None] | None = None,
+) -> int:
+    """Encode spans into Collector-style records and produce them; returns the
+    number of records not delivered after the final flush (0 = all delivered).
+    ``on_record`` is told the span count of each record (progress output)."""
+    from confluent_kafka import Producer
+
+    from observatory.flows.kafka_io import produce
+
+    producer = Producer(
+        {
+            "linger.ms": 20,
+            "compression.type": "lz4",
+            "message.max.bytes": 10_000_000,
+            **producer_config,
+        }
+    )
+    for value, headers, n_spans in make_records(
+        spans,
+        random.Random(seed),
+        encoding=encoding,
+        max_spans=max_spans,
+        malformed_rate=malformed_rate,
+        summary=summary,
+    ):
+        produce(producer, topic, value, headers)
+        if on_record is not None:
+            on_record(n_spans)
+    return producer.flush(60)
+
+
 TRUTH_COLUMNS = (
     "end_ns", "duration_ms", "trace_id", "tenant", "service", "provider", "model", "operation",
     "agent", "tool", "session_id", "input_tokens", "output_tokens", "cached_input_tokens",
@@ -262,9 +303,7 @@ def build_simulator(config, args: argparse.Namespace) -> Simulator:
 
 
 def run_simulation(config, args: argparse.Namespace) -> int:
-    from confluent_kafka import Producer
-
-    from observatory.flows.kafka_io import client_config, produce
+    from observatory.flows.kafka_io import client_config
 
     try:
         sim = build_simulator(config, args)
@@ -272,30 +311,20 @@ def run_simulation(config, args: argparse.Namespace) -> int:
         print(f"observatory simulate: {exc}", file=sys.stderr)
         return 2
     topic = args.topic or config.kafka.topics.spans
-    producer = Producer(
-        {
-            **client_config(config.kafka.bootstrap_servers, config.kafka.client),
-            "linger.ms": 20,
-            "compression.type": "lz4",
-            "message.max.bytes": 10_000_000,
-        }
-    )
     expected = int(sim.calls_per_minute * (sim.end_ns - sim.start_ns) / 60e9 * SPANS_PER_CALL)
     progress = None if args.quiet else _progress(expected, paced=args.pace)
     started = time.monotonic()
-    spans = _paced(sim.stream()) if args.pace else sim.stream()
-    for value, headers, n_spans in make_records(
-        spans,
-        random.Random(args.seed),
+    remaining = publish(
+        _paced(sim.stream()) if args.pace else sim.stream(),
+        topic,
+        client_config(config.kafka.bootstrap_servers, config.kafka.client),
+        summary=sim.summary,
+        seed=args.seed,
         encoding=args.encoding,
         max_spans=args.max_spans_per_record,
         malformed_rate=args.malformed_rate,
-        summary=sim.summary,
-    ):
-        produce(producer, topic, value, headers)
-        if progress is not None:
-            progress.update(n_spans)
-    remaining = producer.flush(60)
+        on_record=progress.update if progress is not None else None,
+    )
     if progress is not None:
         progress.close()
     if remaining:
