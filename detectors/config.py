@@ -74,7 +74,7 @@ SIGNALS: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "latency_p95": ("latency_anomaly", ("provider", "model")),  # ms, weight = calls
     "ttft_p95": ("latency_anomaly", ("provider", "model")),  # ms, weight = calls
     "error_rate": ("error_surge", ("service", "model")),  # errors / calls, weight = calls
-    "tool_error_rate": ("error_surge", ("tool",)),  # errors / calls, weight = calls
+    "tool_error_rate": ("error_surge", ("service", "tool")),  # execute_tool errors / calls
     "tokens_per_call": ("token_anomaly", ("tenant", "service", "model")),  # weight = calls
 }
 
@@ -181,7 +181,7 @@ class LatencyAnomalyConfig(_SeriesKind):
 
 
 class ErrorSurgeConfig(_Kind):
-    """Error rate per (service, model) and per tool; the statistic is binomial."""
+    """Error rate per (service, model) and per (service, tool); the statistic is binomial."""
 
     # A binomial z: 4.5 let an over-dispersed quiet minute through once in ten
     # days, 5.0 cost 3 points of recall; 4.75 had neither.

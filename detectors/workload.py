@@ -315,9 +315,10 @@ def generate(
             n = sum((calls[k] for k in keys if k[1] == service and k[2] == model), 0)
             if np.ndim(n):
                 error_groups[("error_rate", (service, model))] = n
-    for tool in TOOLS:
+    for i, tool in enumerate(TOOLS):
         lam = float(rng.uniform(3.0, 40.0)) * _season(grid, float(rng.uniform(0, 2 * np.pi)))
-        error_groups[("tool_error_rate", (tool,))] = rng.poisson(lam)
+        # Subjects are (service, tool); one service per tool keeps the draws unchanged.
+        error_groups[("tool_error_rate", (SERVICES[i % len(SERVICES)], tool))] = rng.poisson(lam)
     series["error_rate"], series["tool_error_rate"] = {}, {}
     eligible = [g for g, n in error_groups.items() if n.mean() >= spec.min_calls_per_minute]
     surge = {group: np.zeros(minutes) for group in error_groups}

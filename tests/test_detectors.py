@@ -416,7 +416,7 @@ def test_config_scope_and_disabled_kinds():
     assert detectors.update("latency_p95", ("openai", "m1"), Point(0.0, 1.0, 50)) is None
     assert detectors.update("error_rate", ("svc", "m2"), Point(0.0, 0.1, 50)) is None
     assert detectors.update("error_rate", ("svc", "m1"), Point(0.0, 0.1, 50)) is not None
-    assert detectors.update("tool_error_rate", ("grep",), Point(0.0, 0.1, 50)) is not None
+    assert detectors.update("tool_error_rate", ("svc", "grep"), Point(0.0, 0.1, 50)) is not None
 
 
 def test_keyed_factory_from_config_is_a_partial():
