@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= observatory.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help venv infra-up infra-down infra-status migrate demo test test-unit lint format eval bench clean
+.PHONY: help venv infra-up infra-down infra-status migrate demo test test-faults test-unit lint format eval bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ demo: venv ## set up everything, run the pipeline on simulated traffic with inci
 
 test: venv infra-up ## set up everything and run the whole test suite against the real services
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-faults: venv ## the fault suite: own Kafka + PostgreSQL (ports 9192, 5533), stopped and restarted mid-run
+	@$(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)
 
 test-unit: venv ## only the tests that need no services
 	@$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)

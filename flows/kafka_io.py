@@ -97,6 +97,7 @@ class _BatchPartition(StatefulSourcePartition[RecordBatch, int]):
         self._final_reported = False
         self._was_caught_up = False
         self._awake: datetime | None = None
+        self._end_offset_failing = False
 
     def next_batch(self) -> list[RecordBatch]:
         if self._end is not None and self._offset >= self._end:
@@ -150,8 +151,19 @@ class _BatchPartition(StatefulSourcePartition[RecordBatch, int]):
                 TopicPartition(self._topic, self._partition), timeout=5
             )
         except KafkaException as exc:
-            log.warning("Kafka %s: cannot read the end offset: %s", self._part_id, exc)
+            # Asked on every idle poll (20 times a second per partition): while the
+            # broker is away, say so once, not 20 times a second.
+            if not self._end_offset_failing:
+                log.warning(
+                    "Kafka %s: cannot read the end offset (%s); retrying quietly",
+                    self._part_id,
+                    exc.args[0].str() if exc.args else exc,
+                )
+                self._end_offset_failing = True
             return False
+        if self._end_offset_failing:
+            log.info("Kafka %s: the end offset is readable again", self._part_id)
+            self._end_offset_failing = False
         return self._offset >= high
 
     def next_awake(self) -> datetime | None:

@@ -11,8 +11,13 @@
 #                                      (default "otlp_spans otlp_metrics observatory.dlq")
 #   OBSERVATORY_KAFKA_HEAP             broker JVM heap flags (default "-Xms256m -Xmx768m")
 #   OBSERVATORY_KAFKA_START_TIMEOUT    seconds `kafka.sh start` waits for the broker (default 60)
+#   OBSERVATORY_MAVEN_REPO             Maven repository the Kafka jars are fetched into
+#                                      (default <infra home>/m2; a second instance, e.g. the
+#                                      fault suite's, points it at the first one's to skip downloads)
 #   OBSERVATORY_PG_PORT                PostgreSQL port on 127.0.0.1           (default 5433)
 #   OBSERVATORY_PG_EXTRA_DATABASES     more databases set up like `observatory` (default observatory_test)
+#   OBSERVATORY_PG_PASSWORD            password of the `observatory` role (default observatory);
+#                                      when set, every start (re)applies it to the role
 #   JAVA_HOME                          JDK/JRE (>= 17) to run Kafka with (default: `java` on PATH)
 
 INFRA_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

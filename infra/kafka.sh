@@ -53,7 +53,7 @@ cmd_install() {
   # git-ignored place, and wiping it gives a truly fresh install.
   run_logged "$KAFKA_TOOLS_LOG" env JAVA_HOME="$(dirname "$(dirname "$(readlink -f "$JAVA")")")" \
     mvn -B -q -Dstyle.color=never -f "$INFRA_DIR/pom.xml" \
-    -Dmaven.repo.local="$INFRA_HOME/m2" \
+    -Dmaven.repo.local="${OBSERVATORY_MAVEN_REPO:-$INFRA_HOME/m2}" \
     dependency:copy-dependencies -DoutputDirectory="$KAFKA_LIBS.tmp" ||
     die "could not fetch Kafka jars (log: $KAFKA_TOOLS_LOG)"
   printf '%s\n' "$stamp" >"$KAFKA_LIBS.tmp/.pom.sha256"

@@ -26,7 +26,9 @@ DB_NAME=observatory
 # `make test` never touches what `make demo` or a user wrote).
 : "${OBSERVATORY_PG_EXTRA_DATABASES:=observatory_test}"
 DB_USER=observatory
-DB_PASSWORD=observatory
+DB_PASSWORD=${OBSERVATORY_PG_PASSWORD:-observatory}
+# It goes into SQL and a URL as it is: keep it to characters needing no quoting.
+[[ $DB_PASSWORD =~ ^[A-Za-z0-9_.-]+$ ]] || die "OBSERVATORY_PG_PASSWORD may only hold letters, digits, '_', '.' and '-'"
 DATABASE_URL="postgresql://$DB_USER:$DB_PASSWORD@127.0.0.1:$PG_PORT/$DB_NAME"
 INSTALL_LOG="$LOG_DIR/timescaledb.log" # install/build/initdb/pg_ctl output
 BUILD_DIR="$INFRA_HOME/build"
@@ -286,6 +288,10 @@ bootstrap_db() {
   if [[ -z $q ]]; then
     log "creating role $DB_USER"
     psql_super -d postgres -c "CREATE ROLE $DB_USER LOGIN PASSWORD '$DB_PASSWORD'"
+  elif [[ -n ${OBSERVATORY_PG_PASSWORD:-} ]]; then
+    # An explicit password wins over the one the role was created with (the fault
+    # suite picks a fresh one per run, to search its logs and tables for it).
+    psql_super -d postgres -c "ALTER ROLE $DB_USER PASSWORD '$DB_PASSWORD'"
   fi
   local db
   for db in $DB_NAME $OBSERVATORY_PG_EXTRA_DATABASES; do

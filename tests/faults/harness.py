@@ -1,0 +1,552 @@
+"""The fault suite's own services, flow runs and ground-truth checks.
+
+The suite runs a *second* Kafka and PostgreSQL, started by the project's infra
+scripts under their own infra home and ports, because it stops and restarts
+them: the shared services on 9092 / 5433 stay untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import psycopg
+import yaml
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from observatory.flows.groundtruth import KEY
+
+REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra"
+
+# --- the services ------------------------------------------------------------------------------
+
+
+@dataclass
+class Services:
+    """A Kafka + PostgreSQL pair of our own, driven through infra/kafka.sh and
+    infra/timescaledb.sh with different knobs (home, ports, password)."""
+
+    home: Path
+    kafka_port: int
+    controller_port: int
+    pg_port: int
+    password: str
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log = self.home / "faults-infra.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql://observatory:{self.password}@127.0.0.1:{self.pg_port}/observatory_test"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "OBSERVATORY_INFRA_HOME": str(self.home),
+            "OBSERVATORY_KAFKA_PORT": str(self.kafka_port),
+            "OBSERVATORY_KAFKA_CONTROLLER_PORT": str(self.controller_port),
+            "OBSERVATORY_PG_PORT": str(self.pg_port),
+            "OBSERVATORY_PG_PASSWORD": self.password,
+            # The jars the main instance fetched: a second download is not needed.
+            "OBSERVATORY_MAVEN_REPO": str(REPO / ".infra" / "m2"),
+            # A smaller broker than the shared one: the box also runs that one.
+            "OBSERVATORY_KAFKA_HEAP": "-Xms128m -Xmx512m",
+            # Topics are made per test; only the dead-letter default is created.
+            "OBSERVATORY_KAFKA_TOPICS": "observatory.dlq",
+        }
+
+    def _script(self, script: str, command: str) -> None:
+        with self.log.open("a") as out:
+            out.write(f"\n=== {time.strftime('%T')} {script} {command}\n")
+            out.flush()
+            result = subprocess.run(
+                ["bash", str(INFRA / script), command],
+                env=self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+                timeout=900,  # a first run installs PostgreSQL / fetches Kafka
+            )
+        if result.returncode != 0:
+            tail = "".join(self.log.read_text().splitlines(keepends=True)[-40:])
+            raise RuntimeError(f"infra/{script} {command} failed:\n{tail}")
+
+    def start_kafka(self) -> None:
+        self._script("kafka.sh", "start")
+
+    def stop_kafka(self) -> None:
+        self._script("kafka.sh", "stop")
+
+    def start_db(self) -> None:
+        self._script("timescaledb.sh", "start")
+
+    def stop_db(self) -> None:
+        self._script("timescaledb.sh", "stop")
+
+
+# --- Kafka -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Produced:
+    """Where one produced record landed."""
+
+    partition: int
+    offset: int
+
+
+def produce(
+    bootstrap: str, topic: str, records: Iterable[tuple[bytes, list]], *, max_bytes: int = 8 << 20
+) -> list[Produced]:
+    """Produce (value, headers) records; returns where each landed, in order."""
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 5,
+            "message.max.bytes": max_bytes,
+            "enable.idempotence": True,  # the test's own input must not be doubled
+        }
+    )
+    landed: dict[int, Produced] = {}
+    errors: list[str] = []
+
+    def reporter(index: int):
+        def on_delivery(err, msg):
+            if err is None:
+                landed[index] = Produced(msg.partition(), msg.offset())
+            else:
+                errors.append(str(err))
+
+        return on_delivery
+
+    count = 0
+    for index, (value, headers) in enumerate(records):
+        while True:
+            try:
+                producer.produce(topic, value=value, headers=headers, on_delivery=reporter(index))
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+        count += 1
+    assert producer.flush(120) == 0, "records still queued after 120 s"
+    assert not errors, f"{len(errors)} records not delivered: {errors[:3]}"
+    return [landed[i] for i in range(count)]
+
+
+def read_topic(bootstrap: str, topic: str, *, idle_s: float = 3.0) -> list:
+    """Every message of a topic (all partitions), read until idle for ``idle_s``."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"faults-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 64 << 20,
+            "max.partition.fetch.bytes": 32 << 20,
+        }
+    )
+    metadata = consumer.list_topics(topic, timeout=10)
+    partitions = list(metadata.topics[topic].partitions)
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    messages, last = [], time.monotonic()
+    while time.monotonic() - last < idle_s:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            messages.append(msg)
+            last = time.monotonic()
+    consumer.close()
+    return messages
+
+
+# --- the flow ----------------------------------------------------------------------------------
+
+
+def write_config(path: Path, services: Services, topic: str, dlq: str, **sections) -> Path:
+    config = {
+        "kafka": {
+            "bootstrap_servers": services.bootstrap,
+            "topics": {"spans": topic, "dead_letter": dlq},
+        },
+        "database": {"url": services.database_url},
+        "pipeline": {
+            "recovery_dir": str(path.parent / f"recovery-{topic}"),
+            "snapshot_interval_seconds": 1,
+        },
+    }
+    for section, values in sections.items():
+        config.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class Flow:
+    """``observatory run --stop-at-end`` as a child process, its output in a file.
+
+    The process is reaped with ``os.wait4``, which reports the peak resident
+    memory of that one process (not of every child the test ever had).
+    """
+
+    def __init__(self, config: Path, log: Path, *, env: dict[str, str] | None = None):
+        self.log = log
+        self.started = time.monotonic()
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "observatory.flows.cli",
+                    "run",
+                    "--config",
+                    str(config),
+                    "--stop-at-end",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        self.pid = self.proc.pid
+        self.returncode: int | None = None
+        self.peak_rss_mb: float | None = None
+        self.elapsed: float | None = None
+
+    def running(self) -> bool:
+        return self._reap(os.WNOHANG)
+
+    def _reap(self, options: int) -> bool:
+        if self.returncode is not None:
+            return False
+        pid, status, usage = os.wait4(self.pid, options)
+        if pid == 0:
+            return True
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self.peak_rss_mb = usage.ru_maxrss / 1024  # Linux reports KiB
+        self.elapsed = time.monotonic() - self.started
+        self.proc.returncode = self.returncode  # so Popen never reaps it again
+        return False
+
+    def wait(self, timeout: float = 300) -> int:
+        deadline = time.monotonic() + timeout
+        while self.running():
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(
+                    f"the flow did not finish within {timeout:.0f}s:\n{self.tail()}"
+                )
+            time.sleep(0.05)
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self._reap(0)
+
+    def rss_mb(self) -> float:
+        """Resident memory now (0 once it has exited)."""
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.text().splitlines()[-lines:])
+
+
+def run_flow(config: Path, log: Path, *, timeout: float = 300, env=None) -> Flow:
+    flow = Flow(config, log, env=env)
+    code = flow.wait(timeout)
+    assert code == 0, f"the flow exited with {code}:\n{flow.tail()}"
+    return flow
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, what: str, every=0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+# --- the database ------------------------------------------------------------------------------
+
+TABLES = (
+    "llm_stats",
+    "llm_stats_hourly",
+    "agent_sessions",
+    "pipeline_counters",
+    "anomalies",
+    "alert_outbox",
+    "alert_deliveries",
+)
+
+
+def empty_tables(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE " + ", ".join(TABLES))
+
+
+def table(database_url: str, name: str) -> pd.DataFrame:
+    with psycopg.connect(database_url) as conn:
+        # The name is one of ours, never input: composed as an identifier anyway.
+        cur = conn.execute(psycopg.sql.SQL("SELECT * FROM {}").format(psycopg.sql.Identifier(name)))
+        return pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
+
+
+def row_count(database_url: str, name: str) -> int:
+    try:
+        with psycopg.connect(database_url, connect_timeout=2) as conn:
+            query = psycopg.sql.SQL("SELECT count(*) FROM {}").format(psycopg.sql.Identifier(name))
+            return conn.execute(query).fetchone()[0]
+    except psycopg.OperationalError:
+        return -1
+
+
+# --- ground truth ------------------------------------------------------------------------------
+
+
+@dataclass
+class Check:
+    """How the stored rows compare with the ground truth.
+
+    lost: an expected row missing, or holding fewer calls than expected;
+    doubled: a row that should not exist, a key stored twice, or more calls than expected;
+    wrong: the right count but another value off.
+    """
+
+    rows: int = 0
+    lost: int = 0
+    doubled: int = 0
+    wrong: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, other: Check) -> Check:
+        self.rows += other.rows
+        self.lost += other.lost
+        self.doubled += other.doubled
+        self.wrong += other.wrong
+        self.problems += other.problems
+        return self
+
+    @property
+    def exact(self) -> bool:
+        return not (self.lost or self.doubled or self.wrong)
+
+    def report(self) -> str:
+        shown = "\n  ".join(self.problems[:15])
+        return (
+            f"{self.rows} rows checked: {self.lost} lost, {self.doubled} doubled, "
+            f"{self.wrong} wrong\n  {shown}"
+        )
+
+
+SUMS = ("errors", "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens")
+QUANTILES = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "ttft_p95_ms")
+
+
+def compare_windows(name: str, expected: pd.DataFrame, actual: pd.DataFrame) -> Check:
+    """llm_stats / llm_stats_hourly against pandas' aggregates of the intended calls."""
+    check = Check(rows=len(expected))
+    actual = actual.copy()
+    actual["bucket"] = pd.to_datetime(actual["bucket"], utc=True)
+    stored_twice = int(actual.duplicated(KEY).sum())
+    if stored_twice:
+        check.doubled += stored_twice
+        check.problems.append(f"{name}: {stored_twice} keys stored twice")
+    merged = expected.merge(
+        actual.drop_duplicates(KEY), on=KEY, how="outer", suffixes=("_exp", "_act"), indicator=True
+    )
+    for _, row in merged.iterrows():
+        where = f"{name} {tuple(row[k] for k in KEY)}"
+        if row["_merge"] == "left_only":
+            check.lost += 1
+            check.problems.append(f"{where}: missing ({row['calls_exp']} calls)")
+        elif row["_merge"] == "right_only":
+            check.doubled += 1
+            check.problems.append(f"{where}: not expected ({row['calls_act']} calls)")
+        elif row["calls_act"] < row["calls_exp"]:
+            check.lost += 1
+            check.problems.append(f"{where}: {row['calls_act']} calls of {row['calls_exp']}")
+        elif row["calls_act"] > row["calls_exp"]:
+            check.doubled += 1
+            check.problems.append(f"{where}: {row['calls_act']} calls, not {row['calls_exp']}")
+        else:
+            bad = _window_mismatches(row)
+            if bad:
+                check.wrong += 1
+                check.problems.append(f"{where}: {', '.join(bad)}")
+    return check
+
+
+def _window_mismatches(row) -> list[str]:
+    bad = [c for c in (*SUMS, "unpriced_calls") if row[f"{c}_exp"] != row[f"{c}_act"]]
+    if abs(row["cost_usd_exp"] - float(row["cost_usd_act"])) > 1e-9:
+        bad.append("cost_usd")
+    if abs(row["latency_max_ms_exp"] - row["latency_max_ms_act"]) > 1e-6:
+        bad.append("latency_max_ms")
+    for column in QUANTILES:  # sketches: within 1% (the documented accuracy)
+        exp, act = row[f"{column}_exp"], row[f"{column}_act"]
+        one_missing = pd.isna(exp) != pd.isna(act)
+        if one_missing or (not pd.isna(exp) and abs(exp - act) > 0.01 * max(abs(exp), 1e-9)):
+            bad.append(column)
+    return bad
+
+
+def compare_sessions(expected: pd.DataFrame, actual: pd.DataFrame) -> Check:
+    """agent_sessions: one row per (tenant, session_id), with the intended counts and sums."""
+    check = Check(rows=len(expected))
+    key = ["tenant", "session_id"]
+    counts = actual.groupby(key).size()
+    for (tenant, session), n in counts[counts > 1].items():
+        check.doubled += 1
+        check.problems.append(f"agent_sessions {tenant}/{session}: {n} rows")
+    merged = expected.merge(
+        actual.drop_duplicates(key), on=key, how="outer", suffixes=("_exp", "_act"), indicator=True
+    )
+    for _, row in merged.iterrows():
+        where = f"agent_sessions {row['tenant']}/{row['session_id']}"
+        if row["_merge"] == "left_only":
+            check.lost += 1
+            check.problems.append(f"{where}: missing")
+        elif row["_merge"] == "right_only":
+            check.doubled += 1
+            check.problems.append(f"{where}: not expected")
+        elif row["llm_calls_act"] < row["llm_calls_exp"]:
+            check.lost += 1
+            check.problems.append(f"{where}: {row['llm_calls_act']} of {row['llm_calls_exp']}")
+        elif row["llm_calls_act"] > row["llm_calls_exp"]:
+            check.doubled += 1
+            check.problems.append(f"{where}: {row['llm_calls_act']}, not {row['llm_calls_exp']}")
+        else:
+            bad = [
+                c
+                for c in ("tool_calls", "input_tokens", "output_tokens")
+                if row[f"{c}_exp"] != row[f"{c}_act"]
+            ]
+            if abs(row["cost_usd_exp"] - float(row["cost_usd_act"])) > 1e-9:
+                bad.append("cost_usd")
+            if bad:
+                check.wrong += 1
+                check.problems.append(f"{where}: {', '.join(bad)}")
+    return check
+
+
+def compare_counters(expected: dict[str, int], actual: dict[str, int]) -> Check:
+    """pipeline_counters totals (every record and span accounted for, once)."""
+    check = Check(rows=len(expected))
+    for name, value in expected.items():
+        got = actual.get(name, 0)
+        if got < value:
+            check.lost += 1
+            check.problems.append(f"pipeline_counters {name}: {got}, expected {value}")
+        elif got > value:
+            check.doubled += 1
+            check.problems.append(f"pipeline_counters {name}: {got}, expected {value}")
+    return check
+
+
+def counters(database_url: str) -> dict[str, int]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT name, sum(value)::bigint FROM pipeline_counters GROUP BY name"
+        ).fetchall()
+    return dict(rows)
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """One row of the suite's results table (bench/faults.json)."""
+
+    scenario: str
+    spans: int
+    records: int
+    faults: str
+    rows_checked: int = 0
+    rows_lost: int = 0
+    rows_doubled: int = 0
+    rows_wrong: int = 0
+    alerts_checked: int | None = None
+    alerts_lost: int | None = None
+    alerts_duplicated: int | None = None
+    seconds: float = 0.0
+    notes: dict = field(default_factory=dict)
+
+    def take(self, check: Check) -> None:
+        self.rows_checked = check.rows
+        self.rows_lost = check.lost
+        self.rows_doubled = check.doubled
+        self.rows_wrong = check.wrong
+
+    def as_dict(self) -> dict:
+        return json.loads(json.dumps(self.__dict__, default=str))
+
+
+# --- dead letters ------------------------------------------------------------------------------
+
+
+def headers_of(message) -> dict[str, bytes]:
+    return dict(message.headers() or [])
+
+
+def dead_letter_sources(messages) -> dict[tuple[int, int], list]:
+    """Dead letters by the (partition, offset) of the record they came from."""
+    by_source: dict[tuple[int, int], list] = {}
+    for message in messages:
+        headers = headers_of(message)
+        if "observatory.source.offset" not in headers:
+            continue  # a too-late aggregate, not a copy of an input record
+        source = (
+            int(headers["observatory.source.partition"]),
+            int(headers["observatory.source.offset"]),
+        )
+        by_source.setdefault(source, []).append(message)
+    return by_source
+
+
+def check_dead_letters(
+    messages, landed: list[Produced], bad: Iterable[int], *, exactly_once: bool = True
+) -> Check:
+    """Each bad record (by index into ``landed``) is in the dead-letter topic, with a
+    reason; nothing else is; with ``exactly_once``, none twice."""
+    by_source = dead_letter_sources(messages)
+    wanted = {(landed[i].partition, landed[i].offset) for i in bad}
+    check = Check(rows=len(wanted))
+    for source in wanted:
+        copies = by_source.get(source, [])
+        if not copies:
+            check.lost += 1
+            check.problems.append(f"dead letter of {source} missing")
+        elif exactly_once and len(copies) > 1:
+            check.doubled += 1
+            check.problems.append(f"dead letter of {source} written {len(copies)} times")
+        elif any(not headers_of(m).get("observatory.reason") for m in copies):
+            check.wrong += 1
+            check.problems.append(f"dead letter of {source} has no reason")
+    for source in set(by_source) - wanted:
+        check.doubled += 1
+        check.problems.append(f"unexpected dead letter from {source}")
+    return check

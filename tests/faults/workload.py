@@ -1,0 +1,116 @@
+"""Simulated traffic for the fault scenarios, with the tables it must produce.
+
+The simulator (flows/traffic.py) records every call it meant; pandas turns
+those into the expected rows (flows/groundtruth.py), independently of the
+pipeline's windowing, sketches and sessions code.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+from harness import Check, compare_counters, compare_sessions, compare_windows, counters, table
+
+from observatory.flows.groundtruth import calls_frame, session_stats, window_stats
+from observatory.flows.simulate import make_records
+from observatory.flows.traffic import INCIDENT_KINDS, NS, Incident, Simulator, plan_incidents
+
+
+@dataclass
+class Workload:
+    records: list[tuple[bytes, list]]
+    spans: int
+    calls: int
+    non_genai_spans: int
+    malformed: list[int]  #: indexes (in ``records``) of the malformed records
+    incidents: list[Incident]
+    minute: pd.DataFrame
+    hourly: pd.DataFrame
+    sessions: pd.DataFrame
+    extra_counters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def expected_counters(self) -> dict[str, int]:
+        """The pipeline's accounting: each record and span counted once, nothing late."""
+        return {
+            "records": len(self.records),
+            "spans": self.spans,
+            "spans_normalized": self.calls,
+            "spans_skipped_non_genai": self.non_genai_spans,
+            "records_dead_lettered": len(self.malformed),
+            "spans_dead_lettered": 0,
+            "late_calls_dead_lettered": 0,
+            **self.extra_counters,
+        }
+
+
+def simulate(
+    *,
+    calls: int,
+    minutes: float,
+    seed: int,
+    incidents: bool = False,
+    malformed_rate: float = 0.0,
+    max_spans: int = 50,
+) -> Workload:
+    """Traffic ending now (so no default skew limit rejects it), as Collector-style records."""
+    end_ns = int(time.time()) // 60 * 60 * NS
+    start_ns = end_ns - int(minutes * 60 * NS)
+    planned = []
+    if incidents:
+        planned = plan_incidents(
+            random.Random(seed),
+            start_ns=start_ns,
+            end_ns=end_ns - 20 * 60 * NS,
+            kinds=INCIDENT_KINDS,
+            per_kind=1,
+            tenants=["tenant-a", "tenant-b", "tenant-c"],
+        )
+    sim = Simulator(calls=calls, start_ns=start_ns, end_ns=end_ns, seed=seed, incidents=planned)
+    produced = list(
+        make_records(
+            sim.generate(),
+            random.Random(seed),
+            encoding="otlp_proto",
+            max_spans=max_spans,
+            malformed_rate=malformed_rate,
+            summary=sim.summary,
+        )
+    )
+    return from_truth(
+        records=[(value, headers) for value, headers, _ in produced],
+        malformed=[i for i, (_, _, n) in enumerate(produced) if n == 0],
+        sim=sim,
+    )
+
+
+def from_truth(*, records, malformed, sim: Simulator, extra_calls=()) -> Workload:
+    truth = calls_frame([*sim.truth, *extra_calls])
+    return Workload(
+        records=records,
+        spans=sim.summary.spans,
+        calls=len(truth),
+        non_genai_spans=sim.summary.non_genai_spans,
+        malformed=malformed,
+        incidents=list(sim.incidents),
+        minute=window_stats(truth),
+        hourly=window_stats(truth, window_s=3600),
+        sessions=session_stats(truth),
+    )
+
+
+def check_tables(database_url: str, workload: Workload) -> Check:
+    """Every table the flow writes against the ground truth; nothing is asserted here."""
+    check = Check()
+    check.add(compare_windows("llm_stats", workload.minute, table(database_url, "llm_stats")))
+    check.add(
+        compare_windows(
+            "llm_stats_hourly", workload.hourly, table(database_url, "llm_stats_hourly")
+        )
+    )
+    check.add(compare_sessions(workload.sessions, table(database_url, "agent_sessions")))
+    check.add(compare_counters(workload.expected_counters, counters(database_url)))
+    return check
