@@ -1,6 +1,6 @@
 """Check two ``llm_stats``-shaped tables against each other.
 
-Same keys (bucket, tenant, service, provider, model, operation) on both sides;
+Same keys (bucket, tenant, service, provider, model, operation, tool) on both sides;
 calls, errors, token sums and unpriced calls equal; cost within 1e-9 (absolute);
 p95 latency within 1% (ours is a sketch with ≤1% relative error, the peer's
 exact, both at rank floor(0.95·(n−1))). p50/p99 are checked the same way and the
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-KEY = ["bucket", "tenant", "service", "provider", "model", "operation"]
+KEY = ["bucket", "tenant", "service", "provider", "model", "operation", "tool"]
 EXACT = [
     "calls",
     "errors",

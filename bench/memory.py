@@ -44,7 +44,7 @@ def _rss_kib(field: str = "VmRSS") -> int:
 
 
 def series_keys(n: int) -> list[tuple[str, str, str, str, str]]:
-    """n distinct (tenant, service, provider, model, operation) keys."""
+    """n distinct (tenant, service, provider, model, operation) keys (one tool each)."""
     per_tenant = 5 * len(MODELS) * len(OPERATIONS)  # services × models × operations
     tenants = math.ceil(n / per_tenant)
     keys = []
@@ -123,7 +123,8 @@ def build(
                     model=model,
                     operation=op,
                     agent="support-agent",
-                    tool=rng.choice(TOOLS) if is_tool else "",
+                    # One tool per series: the tool is part of the stats key.
+                    tool=TOOLS[index % len(TOOLS)] if is_tool else "",
                     tool_args_hash=f"{rng.getrandbits(64):016x}" if is_tool else "",
                     session_id=sid,
                     input_tokens=0 if is_tool else rng.randrange(100, 4000),

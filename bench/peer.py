@@ -2,14 +2,16 @@
 
     records ──(value deserializer: the project's TraceDecoder, split into one
                message per call; event-time timestamp_extractor = span end)──▶
-    group_by(tenant, service, provider, model, operation)   # repartition topic
+    group_by(tenant, service, provider, model, operation, tool)   # repartition topic
     tumbling_window(60 s, grace 300 s).agg(Count, Sum…, Max, Collect(latency))
     .final()                                                 # closing strategy "key"
     → row (exact p50/p95/p99 at rank floor(q·(n−1)))
     → BatchingSink: COPY + INSERT … ON CONFLICT into ``peer_llm_stats``
 
-Decoding uses :class:`TraceDecoder` so both sides normalize identically; the
-grace period equals our ``allowed_lateness_seconds``. Quix keeps its state in
+Decoding uses :class:`TraceDecoder` so both sides normalize identically, and
+the key's tool is the documented rule (``execute_tool`` calls by their tool
+name, cut to 128 characters; '' otherwise), written out here; the grace period
+equals our ``allowed_lateness_seconds``. Quix keeps its state in
 RocksDB with changelog topics and commits every 5 s (its defaults: the
 counterpart of our recovery snapshots).
 
@@ -49,13 +51,24 @@ T_IMPORT = time.time()
 
 # Columns of llm_stats the peer fills (exemplars stay at the default '{}').
 ROW_COLUMNS = (
-    "bucket", "window_seconds", "tenant", "service", "provider", "model", "operation",
+    "bucket", "window_seconds", "tenant", "service", "provider", "model", "operation", "tool",
     "calls", "errors", "input_tokens", "output_tokens", "cached_input_tokens",
     "reasoning_tokens", "cost_usd", "unpriced_calls", "latency_p50_ms", "latency_p95_ms",
     "latency_p99_ms", "latency_max_ms", "ttft_p95_ms",
 )  # fmt: skip
-KEY_COLUMNS = ("bucket", "window_seconds", "tenant", "service", "provider", "model", "operation")
+KEY_COLUMNS = (
+    "bucket", "window_seconds", "tenant", "service", "provider", "model", "operation", "tool"
+)  # fmt: skip
 SEP = "\x1f"
+#: The tool dimension: the tool name of execute_tool calls (cut), '' otherwise.
+TOOL_OPERATION = "execute_tool"
+MAX_TOOL_CHARS = 128
+
+
+def call_key(call) -> tuple[str, str, str, str, str, str]:
+    """(tenant, service, provider, model, operation, tool) of a decoded call."""
+    tool = call.tool[:MAX_TOOL_CHARS] if call.operation == TOOL_OPERATION else ""
+    return (call.tenant, call.service, call.provider, call.model, call.operation, tool)
 
 
 def create_table(url: str, table: str = "peer_llm_stats") -> None:
@@ -122,9 +135,7 @@ def build_app(args, stats: dict):
             calls = []
             for call in result.calls:
                 cost = call.cost_usd
-                key = SEP.join(
-                    (call.tenant, call.service, call.provider, call.model, call.operation)
-                )
+                key = SEP.join(call_key(call))
                 keys_seen.add(key)
                 calls.append(
                     {
@@ -207,9 +218,7 @@ def build_app(args, stats: dict):
         keys = sorted(tuple(k.split(SEP)) for k in keys_seen)
         record = marker_record(args.marker_ns, keys)
         check = decoder.decode(record, SourceRef(args.topic, -1, -1))
-        decoded = {
-            SEP.join((c.tenant, c.service, c.provider, c.model, c.operation)) for c in check.calls
-        }
+        decoded = {SEP.join(call_key(c)) for c in check.calls}
         stats["marker_keys"] = len(keys)
         stats["marker_keys_not_round_tripping"] = len(keys_seen - decoded)
         phase["markers_expected"] = len(check.calls)
@@ -255,13 +264,13 @@ def build_app(args, stats: dict):
         if (key, value["start"]) in emitted:
             stats["windows_reemitted"] += 1
         emitted.add((key, value["start"]))
-        tenant, service, provider, model, operation = key.split(SEP)
+        tenant, service, provider, model, operation, tool = key.split(SEP)
         latencies = value["latencies"]
         ttfts = [t for t in value["ttfts"] if t is not None]
         return (
             datetime.fromtimestamp(value["start"] // 1000, tz=UTC),
             (value["end"] - value["start"]) // 1000,
-            tenant, service, provider, model, operation,
+            tenant, service, provider, model, operation, tool,
             value["calls"], value["errors"], value["input_tokens"], value["output_tokens"],
             value["cached_input_tokens"], value["reasoning_tokens"], value["cost_usd"],
             value["unpriced_calls"],

@@ -34,6 +34,7 @@ def rows(n: int) -> list[StatsRow]:
             provider="openai",
             model=f"m{i % 500}",
             operation="chat",
+            tool="",
             calls=i,
             errors=0,
             input_tokens=10,

@@ -149,8 +149,8 @@ def produce_workload(
 
 def marker_record(event_ns: int, keys) -> bytes:
     """One valid ``TracesData`` with one GenAI span per (tenant, service, provider, model,
-    operation) key, all ending at ``event_ns``, with the attributes that decode back to
-    exactly that key.
+    operation, tool) key, all ending at ``event_ns``, with the attributes that decode back
+    to exactly that key.
 
     Quix closes a window only when later data for the same key (closing strategy
     "key") or the same partition ("partition") arrives: one such span per key
@@ -159,7 +159,7 @@ def marker_record(event_ns: int, keys) -> bytes:
     from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
     data = TracesData()
-    for i, (tenant, service, provider, model, operation) in enumerate(keys):
+    for i, (tenant, service, provider, model, operation, tool) in enumerate(keys):
         rs = data.resource_spans.add()
         for key, value in (("service.name", service), ("tenant.id", tenant)):
             if value:
@@ -176,6 +176,8 @@ def marker_record(event_ns: int, keys) -> bytes:
             attributes.append(("gen_ai.provider.name", provider))
         if model:
             attributes += [("gen_ai.request.model", model), ("gen_ai.response.model", model)]
+        if tool:
+            attributes.append(("gen_ai.tool.name", tool))
         for key, value in attributes:
             kv = span.attributes.add()
             kv.key, kv.value.string_value = key, value

@@ -178,6 +178,19 @@ def summarize(conn, since: datetime, incidents, triggers: list[Received]) -> Non
     )
     print_table(
         conn,
+        "Tool error rates per service and tool (worst minute and overall)",
+        """
+        SELECT service, tool, sum(calls) AS calls, sum(errors) AS errors,
+               round(sum(errors)::numeric / nullif(sum(calls), 0), 3) AS error_rate,
+               round(max(errors::numeric / nullif(calls, 0)), 2) AS worst_minute
+          FROM (SELECT bucket, service, tool, sum(calls) AS calls, sum(errors) AS errors
+                  FROM llm_stats WHERE bucket >= %s AND operation = 'execute_tool'
+                 GROUP BY 1, 2, 3) AS per_minute
+         GROUP BY 1, 2 ORDER BY 6 DESC NULLS LAST LIMIT 6""",
+        (since,),
+    )
+    print_table(
+        conn,
         "Sessions flagged as runaway loops",
         """
         SELECT tenant, agent, session_id, tool_calls, longest_tool_run, longest_run_tool,
@@ -236,7 +249,11 @@ def plot(conn, since: datetime, incidents, triggers: list[Received], path: Path)
             rows["bucket"], rows["p95"].rolling(3, min_periods=1).mean(), label=model, linewidth=1
         )
     colors = dict(
-        zip(INCIDENT_KINDS, ["#f4a261", "#e76f51", "#2a9d8f", "#e9c46a", "#8ab17d"], strict=True)
+        zip(
+            INCIDENT_KINDS,
+            ["#f4a261", "#e76f51", "#2a9d8f", "#e9c46a", "#b5838d", "#8ab17d"],
+            strict=True,
+        )
     )
     for incident in incidents:
         for axis in (spend, latency):

@@ -42,6 +42,7 @@ ANSWERS = {
     "runaway_loop": {"runaway_loop"},
     "latency_degradation": {"latency_anomaly"},
     "error_surge": {"error_surge"},
+    "tool_error_surge": {"tool_error_surge"},
     "token_blowup": {"token_anomaly"},
 }
 TABLES = ("llm_stats", "llm_stats_hourly", "agent_sessions", "pipeline_counters", "anomalies",
@@ -82,11 +83,18 @@ def _parse_time(text: str) -> float:
 
 
 def alert_facts(message: Received) -> tuple[str, dict[str, str], float]:
-    """(kind, dimensions, detected_at epoch s) of a PagerDuty trigger."""
+    """(kind, dimensions, detected_at epoch s) of a PagerDuty trigger.
+
+    An ``error_surge`` about a tool (the ``tool_error_rate`` signal) is told
+    apart as ``tool_error_surge``: it answers tool incidents, not model ones.
+    """
     payload = message.body["payload"]
     details = payload.get("custom_details") or {}
-    dims = details.get("dimensions") or {}
-    return payload["class"], {k: str(v) for k, v in dims.items()}, _parse_time(payload["timestamp"])
+    dims = {k: str(v) for k, v in (details.get("dimensions") or {}).items()}
+    kind = payload["class"]
+    if kind == "error_surge" and "tool" in dims:
+        kind = "tool_error_surge"
+    return kind, dims, _parse_time(payload["timestamp"])
 
 
 def matches(incident: Incident, kind: str, dims: dict[str, str], at_s: float, window_s: int):

@@ -13,7 +13,11 @@ import pandas as pd
 
 from observatory.schemas.records import LlmCall
 
-KEY = ["bucket", "tenant", "service", "provider", "model", "operation"]
+KEY = ["bucket", "tenant", "service", "provider", "model", "operation", "tool"]
+#: The documented rule for the ``tool`` key: the tool name of ``execute_tool``
+#: calls, cut to 128 characters; '' for every other operation.
+TOOL_OPERATION = "execute_tool"
+MAX_TOOL_CHARS = 128
 
 
 def calls_frame(calls: Sequence[LlmCall] | Path | str) -> pd.DataFrame:
@@ -52,10 +56,15 @@ def window_stats(frame: pd.DataFrame, window_s: int = 60) -> pd.DataFrame:
     """The expected ``llm_stats`` rows (quantiles at rank floor(q*(n-1)), as documented)."""
     frame = frame.copy()
     window_ns = window_s * 1_000_000_000
+    # The key's tool (on the copy: the caller's frame keeps every call's tool name).
+    frame["tool"] = (
+        frame["tool"].str.slice(0, MAX_TOOL_CHARS).where(frame["operation"] == TOOL_OPERATION, "")
+    )
     frame["bucket"] = pd.to_datetime(frame["end_ns"] - frame["end_ns"] % window_ns, utc=True)
     frame["errors"] = frame["is_error"].astype(int)
     frame["unpriced_calls"] = frame["cost_usd"].isna().astype(int)
     frame["cost_usd"] = frame["cost_usd"].fillna(0.0)
+    frame["ttft_ms"] = frame["ttft_ms"].astype(float)  # None (no call reported it) → NaN
     grouped = frame.groupby(KEY, sort=True)
     out = grouped.agg(
         calls=("duration_ms", "size"),

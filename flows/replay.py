@@ -29,6 +29,7 @@ from observatory.operators.detect import _METRICS
 from observatory.schemas.alerts import Alert, Observation
 
 _LLM = ("chat", "text_completion", "embeddings")
+_TOOL = "execute_tool"
 
 
 def parse_time(text: str) -> datetime:
@@ -47,22 +48,31 @@ def parse_time(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _row_subjects(tenant, service, provider, model, operation, tool) -> tuple:
+    """(signal, subject key) pairs a stored row counts towards, as ``detect._subjects``."""
+    if operation == _TOOL:
+        return (("tool_error_rate", (service, tool)),)
+    if operation not in _LLM:
+        return ()
+    return (
+        ("cost_key", (tenant, service, model)),
+        ("cost_tenant", (tenant,)),
+        ("latency_p95", (provider, model)),
+        ("ttft_p95", (provider, model)),
+        ("error_rate", (service, model)),
+        ("tokens_per_call", (tenant, service, model)),
+    )
+
+
 def _window_points(rows: list[tuple]) -> dict[str, dict[tuple, Point]]:
     """One window's stored rows → each signal's subjects and their points."""
     sums: dict[str, dict[tuple, list[float]]] = {s: {} for s in SIGNALS}
     t = rows[0][0].timestamp()
-    for (_bucket, tenant, service, provider, model, operation, calls, errors, input_tokens,
+    for (_bucket, tenant, service, provider, model, operation, tool, calls, errors, input_tokens,
          cost, p95, ttft) in rows:  # fmt: skip
-        if operation not in _LLM or not calls:
+        if not calls:
             continue
-        for signal, key in (
-            ("cost_key", (tenant, service, model)),
-            ("cost_tenant", (tenant,)),
-            ("latency_p95", (provider, model)),
-            ("ttft_p95", (provider, model)),
-            ("error_rate", (service, model)),
-            ("tokens_per_call", (tenant, service, model)),
-        ):
+        for signal, key in _row_subjects(tenant, service, provider, model, operation, tool):
             acc = sums[signal].setdefault(key, [0.0, 0.0, 0.0, 0.0, 0.0])
             acc[0] += calls
             acc[1] += errors
@@ -82,6 +92,7 @@ def _window_points(rows: list[tuple]) -> dict[str, dict[tuple, Point]]:
                 "latency_p95": weighted / calls if weighted else None,
                 "ttft_p95": weighted / calls if weighted else None,
                 "error_rate": errors / calls,
+                "tool_error_rate": errors / calls,
                 "tokens_per_call": tokens / calls,
             }.get(signal)
             if value is not None:
@@ -94,10 +105,10 @@ def replay(conn: psycopg.Connection, config: Config, start: datetime, end: datet
     lifecycle = AlertLifecycle(config.alerts.lifecycle_policy())
     alerts: list[Alert] = []
     rows = conn.execute(
-        """SELECT bucket, tenant, service, provider, model, operation, calls, errors,
+        """SELECT bucket, tenant, service, provider, model, operation, tool, calls, errors,
                   input_tokens, cost_usd, latency_p95_ms, ttft_p95_ms
              FROM llm_stats WHERE bucket >= %s AND bucket < %s
-            ORDER BY bucket, tenant, service, provider, model, operation""",
+            ORDER BY bucket, tenant, service, provider, model, operation, tool""",
         (start, end),
     ).fetchall()
     sessions = conn.execute(

@@ -7,7 +7,7 @@ import psycopg
 _QUERIES = (
     (
         "Latest per-minute rows (llm_stats)",
-        """SELECT bucket, tenant, service, provider, model, operation, calls, errors,
+        """SELECT bucket, tenant, service, provider, model, operation, tool, calls, errors,
                   input_tokens, output_tokens, round(cost_usd::numeric, 4) AS cost_usd,
                   round(latency_p95_ms::numeric, 1) AS p95_ms
              FROM llm_stats ORDER BY bucket DESC, calls DESC LIMIT %(limit)s""",
@@ -18,6 +18,13 @@ _QUERIES = (
                   round(sum(cost_usd)::numeric, 4) AS cost_usd, sum(unpriced_calls) AS unpriced
              FROM llm_stats WHERE model <> ''
             GROUP BY tenant, model ORDER BY cost_usd DESC LIMIT %(limit)s""",
+    ),
+    (
+        "Tool calls and errors by service and tool (all time)",
+        """SELECT service, tool, sum(calls) AS calls, sum(errors) AS errors,
+                  round(sum(errors)::numeric / nullif(sum(calls), 0), 3) AS error_rate
+             FROM llm_stats WHERE operation = 'execute_tool'
+            GROUP BY service, tool ORDER BY error_rate DESC NULLS LAST LIMIT %(limit)s""",
     ),
     (
         "Pipeline counters",

@@ -6,7 +6,10 @@ it, made with the real OpenTelemetry SDK in one of six attribute dialects.
 Incidents change the traffic of one subject for a while: a cost spike (more
 calls), a runaway agent loop (one session repeating the same tool call fast),
 a latency degradation (a model's latency ×k), an error surge (a service and
-model failing often) and a token blow-up (input tokens per call growing).
+model failing often), a tool error surge (one tool of one service failing
+often) and a token blow-up (input tokens per call growing). Tool calls fail
+at a small base rate too, drawn from their own random stream so that the
+rest of the traffic of a seed does not depend on it.
 
 :meth:`Simulator.stream` yields spans in end-time order with bounded memory,
 so the same model serves a 24-hour replay and a paced live run.
@@ -38,6 +41,7 @@ INCIDENT_KINDS = (
     "runaway_loop",
     "latency_degradation",
     "error_surge",
+    "tool_error_surge",
     "token_blowup",
 )
 
@@ -57,6 +61,7 @@ EXPENSIVE = ("gpt-4o-2024-08-06", "claude-sonnet-4-5-20250929")
 TOOLS = ("search_web", "read_file", "run_sql", "call_api", "summarize")
 AGENTS = ("support-agent", "research-agent", "coding-agent")
 BASE_ERROR_RATE = 0.02
+TOOL_BASE_ERROR_RATE = 0.02
 #: Mean LLM calls per session (steps = 1 + Exp(mean 3), capped).
 _MEAN_STEPS = 3.5
 
@@ -74,12 +79,13 @@ class Incident:
     provider: str = ""
     model: str = ""
     agent: str = ""
+    tool: str = ""
 
     def active(self, t_ns: int) -> bool:
         return self.start_ns <= t_ns < self.end_ns
 
     def subject(self) -> dict[str, str]:
-        fields = ("tenant", "service", "provider", "model", "agent")
+        fields = ("tenant", "service", "provider", "model", "agent", "tool")
         return {name: getattr(self, name) for name in fields if getattr(self, name)}
 
     def as_dict(self) -> dict:
@@ -157,6 +163,10 @@ def plan_incidents(
             incidents.append(
                 Incident(kind, start, end, 0.4, service=service, model=model, provider=provider)
             )
+        elif kind == "tool_error_surge":
+            # One tool of one service failing (its backend down), on every tenant.
+            tool = rng.choice(TOOLS)
+            incidents.append(Incident(kind, start, end, 0.4, service=service, tool=tool))
         elif kind == "token_blowup":
             incidents.append(Incident(kind, start, end, 6.0, tenant, service, provider, model))
         else:
@@ -191,6 +201,8 @@ class Simulator:
         minutes = max((end_ns - start_ns) / MINUTE_NS, 1e-9)
         self.calls_per_minute = calls_per_minute if calls_per_minute else calls / minutes
         self.rng = random.Random(seed)
+        #: Tool failures have their own stream: the rest of a seed's traffic stays the same.
+        self.tool_error_rng = random.Random(f"{seed}:tool-errors")
         self.start_ns = start_ns
         self.end_ns = end_ns
         self.tenants = [f"tenant-{chr(ord('a') + i)}" for i in range(tenants)]
@@ -479,8 +491,11 @@ class Simulator:
         self, tracer, context, dialect, tenant, service, agent, session_id, t, tool, args
     ) -> int:
         duration = int(self.rng.lognormvariate(math.log(120), 0.8) * 1e6)
+        error = self._tool_fails(t, service, tool)
         attrs = self._tool_attrs(dialect, tool, session_id)
         attrs["gen_ai.tool.call.arguments"] = args
+        if error and dialect in ("otel", "openlit"):
+            attrs["error.type"] = "tool_error"
         span = tracer.start_span(
             f"execute_tool {tool}",
             context=context,
@@ -488,6 +503,8 @@ class Simulator:
             start_time=t,
             attributes=attrs,
         )
+        if error:
+            span.set_status(Status(StatusCode.ERROR, "tool failed"))
         span.end(end_time=t + duration)
         self._record_truth(
             LlmCall(
@@ -501,9 +518,15 @@ class Simulator:
                 tool=tool,
                 session_id=session_id,
                 trace_id=format(span.get_span_context().trace_id, "032x"),
+                is_error=error,
+                error_type=attrs.get("error.type", "error") if error else "",
             )
         )
         return t + duration + int(self.rng.uniform(1, 10) * 1e6)
+
+    def _tool_fails(self, t: int, service: str, tool: str) -> bool:
+        surge = self._active("tool_error_surge", t, service=service, tool=tool)
+        return self.tool_error_rng.random() < (surge.factor if surge else TOOL_BASE_ERROR_RATE)
 
     # --- attribute dialects -------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from observatory.detectors.budget import Spend
 from observatory.detectors.config import SIGNALS, DetectorsConfig, DetectorSet, build_detectors
 from observatory.operators.alerting import AlertLifecycle, LifecyclePolicy
 from observatory.operators.sketch import QuantileSketch
-from observatory.operators.stats import StatsAcc, StatsKey
+from observatory.operators.stats import TOOL_OPERATION, StatsAcc, StatsKey
 from observatory.schemas.alerts import Alert, Observation, dedup_key
 
 NS = 1_000_000_000
@@ -90,9 +90,13 @@ def _subjects(entries: Iterable[tuple[StatsKey, StatsAcc]]) -> dict[str, dict[tu
             agg = out[signal][key] = _Agg()
         agg.add(acc, sketches=sketches)
 
-    for (tenant, service, provider, model, operation), acc in entries:
+    for (tenant, service, provider, model, operation, tool), acc in entries:
+        if operation == TOOL_OPERATION:
+            # Per (service, tool), over tenants, like error_rate per (service, model).
+            add("tool_error_rate", (service, tool), acc)
+            continue
         if operation not in _LLM_OPERATIONS:
-            continue  # tool and agent spans carry no model, tokens or cost
+            continue  # agent and other spans carry no model, tokens or cost
         add("cost_key", (tenant, service, model), acc)
         add("cost_tenant", (tenant,), acc)
         add("latency_p95", (provider, model), acc, sketches=True)
@@ -112,7 +116,7 @@ def _point(signal: str, t: float, agg: _Agg) -> Point | None:
         if agg.ttft is None:
             return None
         return Point(t, agg.ttft.quantile(0.95), float(agg.ttft.count))
-    if signal == "error_rate":
+    if signal in ("error_rate", "tool_error_rate"):
         return Point(t, agg.errors / agg.calls if agg.calls else None, float(agg.calls))
     if signal == "tokens_per_call":
         return Point(t, agg.input_tokens / agg.calls if agg.calls else None, float(agg.calls))
@@ -270,7 +274,7 @@ class DetectionStage:
             return []
         out = []
         severity = self._kind_config("budget").severity
-        for (tenant, service, provider, model, _operation), acc in sorted(
+        for (tenant, service, provider, model, _operation, _tool), acc in sorted(
             entries, key=lambda e: e[0]
         ):
             spend = Spend(t, acc.cost_usd, tenant, service, provider, model, self.window_ns / NS)

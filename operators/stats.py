@@ -14,16 +14,45 @@ from datetime import UTC, datetime
 from observatory.operators.sketch import QuantileSketch
 from observatory.schemas.records import LlmCall
 
-#: (tenant, service, provider, model, operation)
-StatsKey = tuple[str, str, str, str, str]
+#: (tenant, service, provider, model, operation, tool)
+StatsKey = tuple[str, str, str, str, str, str]
 #: (StatsKey, window start in ns)
 WindowKey = tuple[StatsKey, int]
 
 _MAX_EXEMPLARS = 3
+#: The operation whose calls are keyed by their tool name too.
+TOOL_OPERATION = "execute_tool"
+#: Longest tool name kept in the key, in characters (longer names are cut).
+#: Tool names come from applications: the cut bounds the key's size (and so the
+#: unique index entry in TimescaleDB) whatever a span carries. Model APIs limit
+#: tool (function) names to 64 or 128 characters, so real names are never cut.
+MAX_TOOL_KEY_CHARS = 128
+
+
+def tool_key(call: LlmCall) -> str:
+    """The ``tool`` dimension of a call: its tool name for ``execute_tool``, else ''.
+
+    >>> tool_key(LlmCall(end_ns=0, operation="execute_tool", tool="search_web"))
+    'search_web'
+    >>> tool_key(LlmCall(end_ns=0, operation="chat", tool="search_web"))
+    ''
+    >>> len(tool_key(LlmCall(end_ns=0, operation="execute_tool", tool="x" * 500)))
+    128
+    """
+    if call.operation != TOOL_OPERATION:
+        return ""
+    return call.tool[:MAX_TOOL_KEY_CHARS]
 
 
 def stats_key(call: LlmCall) -> StatsKey:
-    return (call.tenant, call.service, call.provider, call.model, call.operation)
+    return (
+        call.tenant,
+        call.service,
+        call.provider,
+        call.model,
+        call.operation,
+        tool_key(call),
+    )
 
 
 class StatsAcc:
@@ -159,6 +188,7 @@ class StatsRow:
     provider: str
     model: str
     operation: str
+    tool: str  #: the tool name of ``execute_tool`` rows, '' for every other operation
     calls: int
     errors: int
     input_tokens: int
@@ -179,7 +209,7 @@ class StatsRow:
     def from_acc(
         cls, key: StatsKey, start_ns: int, window_s: int, acc: StatsAcc, *, hourly: bool = False
     ) -> StatsRow:
-        tenant, service, provider, model, operation = key
+        tenant, service, provider, model, operation, tool = key
         p50, p95, p99 = acc.latency.quantiles([0.50, 0.95, 0.99])
         return cls(
             bucket=datetime.fromtimestamp(start_ns // 1_000_000_000, tz=UTC),
@@ -189,6 +219,7 @@ class StatsRow:
             provider=provider,
             model=model,
             operation=operation,
+            tool=tool,
             calls=acc.calls,
             errors=acc.errors,
             input_tokens=acc.input_tokens,

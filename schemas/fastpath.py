@@ -309,6 +309,8 @@ def _native_config(decoder: TraceDecoder) -> dict[str, Any]:
         ),
         "sketch": (probe._log_gamma, float(_sketch._MIN_VALUE)),
         "max_exemplars": _stats._MAX_EXEMPLARS,
+        # stats.tool_key: (the operation keyed by tool name, longest name kept)
+        "tool_key": (_stats.TOOL_OPERATION, _stats.MAX_TOOL_KEY_CHARS),
         "llm_operations": sorted(_sessions._LLM_OPERATIONS),
         "now": decoder._now,
         "price_lookup": decoder.prices.lookup,
@@ -460,6 +462,7 @@ class FastTraceDecoder:
             provider,
             model,
             operation,
+            tool,
             window_start,
             calls,
             errors,
@@ -489,7 +492,7 @@ class FastTraceDecoder:
                 acc.ttft = QuantileSketch()
                 acc.ttft.bins, acc.ttft.zeros, acc.ttft.count = ttft
             acc.exemplars = exemplars
-            partials[(tenant, service, provider, model, operation), window_start] = acc
+            partials[(tenant, service, provider, model, operation, tool), window_start] = acc
         return partials
 
     @staticmethod

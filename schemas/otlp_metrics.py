@@ -154,7 +154,7 @@ class MetricPoint:
 
     >>> p = MetricPoint("ab", DURATION, DELTA, 1, 2, count=1, sum=5.0, model="gpt-4o")
     >>> p.key
-    ('default', '', '', 'gpt-4o', 'other')
+    ('default', '', '', 'gpt-4o', 'other', '')
     """
 
     series_id: str  #: stable hash of the stream's identity (see :meth:`MetricsDecoder.decode`)
@@ -181,9 +181,10 @@ class MetricPoint:
     exemplars: tuple[tuple[float, str], ...] = ()
 
     @property
-    def key(self) -> tuple[str, str, str, str, str]:
+    def key(self) -> tuple[str, str, str, str, str, str]:
         """The statistics key, ``operators.stats.StatsKey``: a function of the series."""
-        return (self.tenant, self.service, self.provider, self.model, self.operation)
+        # Metrics carry no tool name: the tool dimension is empty.
+        return (self.tenant, self.service, self.provider, self.model, self.operation, "")
 
 
 @dataclass(slots=True)
@@ -407,7 +408,7 @@ class MetricsDecoder:
     >>> (p.kind, p.temporality, p.count, p.sum, p.bounds)
     ('duration', 'delta', 2, 1500.0, (500.0, 1000.0))
     >>> p.key  # provider from the price table, operation "chat" as for spans
-    ('default', 'api', 'openai', 'gpt-4o', 'chat')
+    ('default', 'api', 'openai', 'gpt-4o', 'chat', '')
     """
 
     def __init__(

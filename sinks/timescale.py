@@ -40,7 +40,9 @@ class TableSpec:
 
 
 _STATS_COLUMNS = tuple(f.name for f in fields(StatsRow) if f.name != "hourly")
-_STATS_KEY = ("bucket", "window_seconds", "tenant", "service", "provider", "model", "operation")
+_STATS_KEY = (
+    "bucket", "window_seconds", "tenant", "service", "provider", "model", "operation", "tool"
+)  # fmt: skip
 LLM_STATS = TableSpec("llm_stats", _STATS_COLUMNS, _STATS_KEY)
 LLM_STATS_HOURLY = TableSpec("llm_stats_hourly", _STATS_COLUMNS, _STATS_KEY)
 

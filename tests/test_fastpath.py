@@ -742,6 +742,64 @@ def test_python_fallback_calls_keep_order_in_sessions():
     both(decoder(), [(v, h) for v, h, _ in records])
 
 
+def tool(name, **extra):
+    attrs = {"gen_ai.operation.name": "execute_tool", "gen_ai.conversation.id": "sess-1"}
+    if name is not None:
+        attrs["gen_ai.tool.name"] = name
+    attrs.update({k.replace("__", "."): v for k, v in extra.items()})
+    return attrs
+
+
+TOOL_NAMES = [
+    "search_web",
+    "",
+    "x" * 127,
+    "x" * 128,
+    "x" * 129,
+    "é" * 130,  # cut in characters, not bytes
+    "a" * 127 + "日本",
+    "日本" * 100,
+    "😀" * 129,
+    None,
+]
+
+
+def tool_spans():
+    spans = [make_span(tool(name), name="execute_tool") for name in TOOL_NAMES]
+    spans += [
+        make_span(tool("run_sql"), code=2),
+        make_span(chat(gen_ai__tool__name="not_a_tool_call")),  # an LLM call: no tool key
+        make_span({"openinference.span.kind": "TOOL", "tool.name": "y" * 200}),
+        make_span({"traceloop.span.kind": "tool", "traceloop.entity.name": "z" * 140}),
+        make_span({"gen_ai.operation.name": "invoke_agent", "gen_ai.tool.name": "t"}),
+    ]
+    return spans
+
+
+def test_tool_key_of_the_stats_is_equal_in_both_paths():
+    rec = record(*tool_spans())
+    result = both(decoder(), [rec], native=1)
+    tools = {key[5] for key, _ in result.partials}
+    assert {"search_web", "x" * 128, "é" * 128, "a" * 127 + "日", "😀" * 128} <= tools
+    assert {len(t) for t in tools} <= set(range(129))
+    by_operation = {(key[4], key[5] == "") for key, _ in result.partials}
+    assert ("chat", True) in by_operation and ("invoke_agent", True) in by_operation
+    assert ("chat", False) not in by_operation
+    for max_attr in (100, 400):
+        both(decoder(limits=Limits(max_attribute_bytes=max_attr)), [rec], native=1)
+
+
+def test_tool_key_of_calls_the_python_decoder_read():
+    """JSON records are decoded in Python and folded into the native accumulators."""
+    from google.protobuf import json_format
+
+    data = TracesData()
+    data.ParseFromString(record(*tool_spans()))
+    as_json = json_format.MessageToJson(data).encode()
+    result = both(decoder(), [as_json, record(*tool_spans())], native=1)
+    assert {key[5] for key, _ in result.partials} >= {"search_web", "😀" * 128}
+
+
 def test_values_left_to_python_are_exact():
     """Values whose handling needs more of Python than the native code carries
     make the record fall back; results stay equal."""
@@ -961,6 +1019,8 @@ texts = st.one_of(
             "1_0",
             " 7 ",
             "x" * 40,
+            "t" * 129,
+            "ü" * 130,
             "gpt-4o-2024-08-06",
             "o3",
             "claude-3-5-sonnet-20241022",

@@ -34,7 +34,7 @@ from observatory.operators.metrics import (
 from observatory.schemas.otlp_metrics import MetricPoint
 
 BOUNDS = (10.0, 20.0, 40.0)
-KEY = ("acme", "svc", "openai", "gpt-4o", "chat")
+KEY = ("acme", "svc", "openai", "gpt-4o", "chat", "")  # metrics have no tool
 
 
 def point(

@@ -89,14 +89,14 @@ CURRENT = {
     "server.address": "api.openai.com",
     "server.port": 443,
 }
-CURRENT_KEY = ("acme", "chat-api", "openai", "gpt-4o-2024-08-06", "chat")
+CURRENT_KEY = ("acme", "chat-api", "openai", "gpt-4o-2024-08-06", "chat", "")
 #: The deprecated dialect (gen_ai.system, before v1.37), as OpenLLMetry/OpenLIT still emit.
 DEPRECATED = {
     "gen_ai.operation.name": "chat",
     "gen_ai.system": "anthropic",
     "gen_ai.request.model": "claude-3-5-sonnet-20241022",
 }
-DEPRECATED_KEY = ("acme", "chat-api", "anthropic", "claude-3-5-sonnet-20241022", "chat")
+DEPRECATED_KEY = ("acme", "chat-api", "anthropic", "claude-3-5-sonnet-20241022", "chat", "")
 
 _SDK_CLOCK_MODULES = (_instrument, _reader_storage, _view_match)
 
@@ -353,15 +353,15 @@ def test_deprecated_dialect_and_provider_spellings(monkeypatch, encoding):
     keys = {p.key for p in result.points}
     assert keys == {
         DEPRECATED_KEY,
-        ("acme", "chat-api", "x_ai", "grok-x", "chat"),
-        ("acme", "chat-api", "azure.ai.openai", "claude-3-5-sonnet-20241022", "chat"),
-        ("acme", "chat-api", "openai", "gpt-4o-mini", "embeddings"),
+        ("acme", "chat-api", "x_ai", "grok-x", "chat", ""),
+        ("acme", "chat-api", "azure.ai.openai", "claude-3-5-sonnet-20241022", "chat", ""),
+        ("acme", "chat-api", "openai", "gpt-4o-mini", "embeddings", ""),
     }
     partials = points_to_partials(result.points, WINDOW_NS, PRICES)
     acc = one_partial(partials, DEPRECATED_KEY)
     assert (acc.calls, acc.input_tokens, acc.output_tokens) == (1, 1000, 100)
     assert acc.cost_usd == pytest.approx(1000 * 3.0 / 1e6 + 100 * 15.0 / 1e6, rel=1e-12)
-    unpriced = one_partial(partials, ("acme", "chat-api", "x_ai", "grok-x", "chat"))
+    unpriced = one_partial(partials, ("acme", "chat-api", "x_ai", "grok-x", "chat", ""))
     assert (unpriced.calls, unpriced.unpriced_calls, unpriced.cost_usd) == (1, 1, 0.0)
 
 
@@ -517,7 +517,7 @@ def test_reported_cost_wins_over_computed(monkeypatch, encoding):
     partials = points_to_partials(result.points, WINDOW_NS, PRICES)
     acc = one_partial(partials)
     assert acc.cost_usd == pytest.approx(0.75)
-    other = one_partial(partials, (*CURRENT_KEY[:3], "in-house-llm", "chat"))
+    other = one_partial(partials, (*CURRENT_KEY[:3], "in-house-llm", "chat", ""))
     # A model without a price but with a reported cost is priced.
     assert (other.calls, other.cost_usd, other.unpriced_calls) == (1, 0.125, 0)
 

@@ -12,7 +12,16 @@ from observatory.sinks.base import Backoff
 from observatory.sinks.timescale import TimescaleWriter, drop_old_chunks
 
 
-def stats_row(bucket: datetime, calls: int = 3, model: str = "gpt-4o", hourly=False) -> StatsRow:
+def stats_row(
+    bucket: datetime,
+    calls: int = 3,
+    model: str = "gpt-4o",
+    hourly=False,
+    *,
+    operation: str = "chat",
+    tool: str = "",
+    errors: int = 0,
+) -> StatsRow:
     return StatsRow(
         bucket=bucket,
         window_seconds=3600 if hourly else 60,
@@ -20,9 +29,10 @@ def stats_row(bucket: datetime, calls: int = 3, model: str = "gpt-4o", hourly=Fa
         service="s",
         provider="openai",
         model=model,
-        operation="chat",
+        operation=operation,
+        tool=tool,
         calls=calls,
-        errors=0,
+        errors=errors,
         input_tokens=10 * calls,
         output_tokens=5,
         cached_input_tokens=0,

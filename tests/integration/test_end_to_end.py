@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from support import produce, run_flow, write_config
 
-from observatory.flows.groundtruth import calls_frame, session_stats, window_stats
+from observatory.flows.groundtruth import KEY, calls_frame, session_stats, window_stats
 from observatory.flows.simulate import NS, Simulator, Summary, make_records
 
 STAT_COLUMNS = [
@@ -58,7 +58,7 @@ def stored(db, table: str) -> pd.DataFrame:
 
 
 def compare_stats(expected: pd.DataFrame, actual: pd.DataFrame) -> None:
-    key = ["bucket", "tenant", "service", "provider", "model", "operation"]
+    key = KEY  # bucket, tenant, service, provider, model, operation, tool
     actual = actual.copy()
     actual["bucket"] = pd.to_datetime(actual["bucket"], utc=True)
     merged = expected.merge(actual, on=key, how="outer", suffixes=("_exp", "_act"), indicator=True)
@@ -91,6 +91,9 @@ def test_simulated_traffic_lands_exactly_in_timescaledb(
     truth = calls_frame(sim.truth)
     expected_stats = window_stats(truth)
     assert len(expected_stats) > 500 and truth["model"].nunique() >= 6
+    # Tool calls are rows per tool (the simulator's five tools), with their errors.
+    assert (expected_stats[expected_stats["operation"] == "execute_tool"]["tool"] != "").all()
+    assert expected_stats["tool"].nunique() == 6 and expected_stats["errors"].sum() > 0
     compare_stats(expected_stats, stored(db, "llm_stats"))
 
     # Hourly rows: exact sums of the same calls per hour.

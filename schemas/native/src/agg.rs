@@ -34,6 +34,8 @@ pub struct Group {
     pub provider: String,
     pub model: String,
     pub operation: String,
+    /// `stats.tool_key`: the tool name of a tool call, '' for any other operation
+    pub tool: String,
     pub window: u64,
     pub calls: u64,
     pub errors: u64,
@@ -129,6 +131,20 @@ fn offer_exemplar(exemplars: &mut Vec<(f64, String)>, max: usize, duration: f64,
     });
 }
 
+/// `stats.tool_key`: the call's tool name, cut to `max_tool_key_chars`
+/// characters (code points, as Python slices a str), for tool calls; else "".
+#[inline]
+fn tool_key<'c>(cfg: &Config, call: &'c Call<'_>) -> &'c str {
+    if *call.operation != *cfg.tool_key_operation {
+        return "";
+    }
+    let tool: &str = &call.tool;
+    match tool.char_indices().nth(cfg.max_tool_key_chars) {
+        Some((end, _)) => &tool[..end],
+        None => tool,
+    }
+}
+
 impl Agg {
     pub fn new(window_ns: u64) -> Self {
         Agg {
@@ -147,6 +163,7 @@ impl Agg {
     }
 
     fn add_group(&mut self, cfg: &Config, call: &Call<'_>, window: u64) {
+        let tool = tool_key(cfg, call);
         let mut h = Fx::default();
         for s in [
             &*call.tenant,
@@ -154,6 +171,7 @@ impl Agg {
             &*call.provider,
             &*call.model,
             &*call.operation,
+            tool,
         ] {
             h.write(s.as_bytes());
             h.write_u8(0xff);
@@ -167,6 +185,7 @@ impl Agg {
             if g.window == window
                 && g.model == *call.model
                 && g.operation == *call.operation
+                && g.tool == tool
                 && g.provider == *call.provider
                 && g.service == *call.service
                 && g.tenant == *call.tenant
@@ -183,6 +202,7 @@ impl Agg {
                 provider: call.provider.to_string(),
                 model: call.model.to_string(),
                 operation: call.operation.to_string(),
+                tool: tool.to_owned(),
                 window,
                 calls: 0,
                 errors: 0,

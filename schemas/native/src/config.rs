@@ -153,6 +153,10 @@ pub struct Config {
     pub log_gamma: f64,
     pub min_value: f64,
     pub max_exemplars: usize,
+    /// `stats.tool_key`: the operation whose calls are keyed by tool name,
+    /// and the longest name kept (in characters).
+    pub tool_key_operation: String,
+    pub max_tool_key_chars: usize,
     pub llm_operations: HashSet<String>,
     pub clock_needed: bool,
 }

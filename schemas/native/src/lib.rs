@@ -203,6 +203,9 @@ fn build_config(d: &Bound<'_, PyDict>) -> PyResult<Config> {
     cfg.log_gamma = log_gamma;
     cfg.min_value = min_value;
     cfg.max_exemplars = get(d, "max_exemplars")?;
+    let (tool_operation, max_tool_chars): (String, usize) = get(d, "tool_key")?;
+    cfg.tool_key_operation = tool_operation;
+    cfg.max_tool_key_chars = max_tool_chars;
     let llm_ops: Vec<String> = get(d, "llm_operations")?;
     cfg.llm_operations = llm_ops.into_iter().collect();
     Ok(cfg)
@@ -516,6 +519,7 @@ impl Batch {
                 g.provider.into_bound_py_any(py)?,
                 g.model.into_bound_py_any(py)?,
                 g.operation.into_bound_py_any(py)?,
+                g.tool.into_bound_py_any(py)?,
                 g.window.into_bound_py_any(py)?,
                 g.calls.into_bound_py_any(py)?,
                 g.errors.into_bound_py_any(py)?,
