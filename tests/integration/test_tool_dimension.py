@@ -3,6 +3,7 @@
 * Migration 0006 on a database that already holds aggregates: old rows keep
   their values (tool = ''), and rows of the same old key but different tools
   are kept apart by the new unique key.
+* ``observatory detect`` replaying stored tool rows finds the failing tool.
 * A span stream in which one tool of one service starts failing → Kafka → the
   flow → ``llm_stats`` rows per tool in TimescaleDB, equal to the pandas
   ground truth, and an ``error_surge`` alert naming the tool, with its
@@ -14,7 +15,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import psycopg
@@ -23,9 +24,11 @@ from support import produce, run_flow, write_config
 from test_database import stats_row
 from test_end_to_end import compare_stats, stored
 
+from observatory.flows.config import parse_config
 from observatory.flows.evaluate import alert_facts
 from observatory.flows.groundtruth import calls_frame, window_stats
 from observatory.flows.receiver import AlertReceiver
+from observatory.flows.replay import replay
 from observatory.flows.simulate import Summary, make_records
 from observatory.flows.traffic import MINUTE_NS, NS, Incident, Simulator
 from observatory.schemas import migrations
@@ -104,6 +107,42 @@ def test_migration_0006_applies_to_a_database_with_data(old_schema, database_url
     view = conn.execute("SELECT tool, calls, errors FROM tool_errors_hourly ORDER BY 1").fetchall()
     assert view == [("", 7, 1)]  # the hourly table got no new rows here
     assert migrations.apply(conn, progress=lambda _: None) == []
+
+
+# --- observatory detect on stored tool rows ---------------------------------------------
+
+
+def test_replay_of_stored_tool_rows_finds_the_failing_tool(db, database_url):
+    rng = random.Random(4)
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    rows = []
+    for minute in range(120):
+        bucket = start + timedelta(minutes=minute)
+        for tool in ("run_sql", "search_web"):
+            calls = rng.randint(18, 24)
+            failing = tool == "run_sql" and 90 <= minute < 95
+            errors = calls // 2 if failing else int(rng.random() < 0.3)
+            rows.append(
+                stats_row(
+                    bucket,
+                    calls=calls,
+                    model="",
+                    operation="execute_tool",
+                    tool=tool,
+                    errors=errors,
+                )
+            )
+    TimescaleWriter(database_url).write(rows)
+    config = parse_config({}, env={})
+    alerts = replay(db, config, start, start + timedelta(hours=2))
+    tool_alerts = [a for a in alerts if a.detector == "tool_error_rate"]
+    assert [(a.kind, dict(a.subject)) for a in tool_alerts] == [
+        ("error_surge", {"service": "s", "tool": "run_sql"})
+    ]
+    alert = tool_alerts[0]
+    assert start + timedelta(minutes=90) <= alert.window_start < start + timedelta(minutes=93)
+    assert alert.observed >= 0.4 and alert.expected < 0.05
+    assert "tool=run_sql" in alert.summary
 
 
 # --- a failing tool, end to end -------------------------------------------------------------
