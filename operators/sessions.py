@@ -111,9 +111,13 @@ def session_partials(calls: Iterable[LlmCall]) -> dict[str, SessionPartial]:
     return parts
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class SessionRow:
-    """One row of ``agent_sessions``."""
+    """One row of ``agent_sessions``.
+
+    Not frozen: hundreds of thousands are built per minute under load, and a
+    frozen dataclass's ``__init__`` costs several times as much.
+    """
 
     tenant: str
     session_id: str
