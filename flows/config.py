@@ -93,7 +93,7 @@ class PipelineConfig(_Section):
     recovery_dir: str | None = ".observatory/recovery"
     #: Recovery partitions = the most workers you will ever run in total.
     recovery_partitions: int = Field(default=8, ge=1, le=1024)
-    snapshot_interval_seconds: float = Field(default=10.0, gt=0)
+    snapshot_interval_seconds: float = Field(default=30.0, gt=0)
     #: A session ends this long (event time) after its last span.
     session_timeout_seconds: float = Field(default=900.0, gt=0)
     #: A live session's row is rewritten at most this often (event time); its end always is.

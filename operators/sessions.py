@@ -12,10 +12,13 @@ emitted one last time and evicted, so memory is bounded by the number of
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+import heapq
+from bisect import bisect_right
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 
 from observatory.detectors.runaway import SessionSnapshot
 from observatory.schemas.records import LlmCall
@@ -108,9 +111,13 @@ def session_partials(calls: Iterable[LlmCall]) -> dict[str, SessionPartial]:
     return parts
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class SessionRow:
-    """One row of ``agent_sessions``."""
+    """One row of ``agent_sessions``.
+
+    Not frozen: hundreds of thousands are built per minute under load, and a
+    frozen dataclass's ``__init__`` costs several times as much.
+    """
 
     tenant: str
     session_id: str
@@ -135,6 +142,10 @@ class SessionRow:
 
 def _utc(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / NS, tz=UTC)
+
+
+def _end_ns(event: tuple) -> int:
+    return event[0]
 
 
 class Session:
@@ -195,7 +206,7 @@ class Session:
         self.folded_llm = 0
         self.folded_tools = 0
         self.folded_cost = 0.0
-        self.recent: deque[int] = deque()
+        self.recent: list[int] = []  # sorted
         self.last_tool: tuple[str, str] | None = None
         self.run_length = 0
         self.longest_run = 0
@@ -203,12 +214,10 @@ class Session:
         self.dirty = False
         self.emitted_ns = 0  # the watermark when its row was last written
 
-    def __getstate__(self):
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __setstate__(self, state):
-        for name, value in zip(self.__slots__, state, strict=True):
-            setattr(self, name, value)
+    def __reduce__(self):
+        # Snapshots pickle every live session each interval: one C-level attrgetter
+        # call and a module function keep that to a few microseconds per session.
+        return _restore_session, _SESSION_STATE(self)
 
     def merge(self, part: SessionPartial) -> None:
         self.service = self.service or part.service
@@ -238,8 +247,9 @@ class Session:
 
     def fold_until(self, watermark_ns: int) -> None:
         """Fold calls at or before the watermark into the running statistics, in time order."""
+        recent_before = len(self.recent)
         if self.pending_llm:
-            self.pending_llm.sort(key=lambda e: e[0])
+            self.pending_llm.sort(key=_end_ns)
             done = 0
             for end_ns, cost in self.pending_llm:
                 if end_ns > watermark_ns:
@@ -249,28 +259,29 @@ class Session:
                 self.folded_cost += cost or 0.0
                 self.recent.append(end_ns)
             del self.pending_llm[:done]
-        if not self.pending:
-            return
-        self.pending.sort()
-        done = 0
-        for end_ns, tool, args in self.pending:
-            if end_ns > watermark_ns:
-                break
-            done += 1
-            self.folded_tools += 1
-            self.recent.append(end_ns)
-            current = (tool, args)
-            if current == self.last_tool:
-                self.run_length += 1
-            else:
-                self.last_tool = current
-                self.run_length = 1
-            if self.run_length > self.longest_run:
-                self.longest_run = self.run_length
-                self.longest_run_tool = tool
-        if done:
-            del self.pending[:done]
-            self.dirty = True
+        if self.pending:
+            self.pending.sort()
+            done = 0
+            for end_ns, tool, args in self.pending:
+                if end_ns > watermark_ns:
+                    break
+                done += 1
+                self.folded_tools += 1
+                self.recent.append(end_ns)
+                current = (tool, args)
+                if current == self.last_tool:
+                    self.run_length += 1
+                else:
+                    self.last_tool = current
+                    self.run_length = 1
+                if self.run_length > self.longest_run:
+                    self.longest_run = self.run_length
+                    self.longest_run_tool = tool
+            if done:
+                del self.pending[:done]
+                self.dirty = True
+        if len(self.recent) != recent_before:
+            self.recent.sort()  # LLM and tool calls interleave in time
 
     def snapshot_at(self, boundary_ns: int) -> SessionSnapshot | None:
         """The session as of ``boundary_ns``, or None when it was quiet in the last minute.
@@ -280,8 +291,7 @@ class Session:
         """
         self.fold_until(boundary_ns)
         recent = self.recent
-        while recent and recent[0] <= boundary_ns - MINUTE_NS:
-            recent.popleft()
+        del recent[: bisect_right(recent, boundary_ns - MINUTE_NS)]
         if not recent:
             return None
         return SessionSnapshot(
@@ -291,7 +301,7 @@ class Session:
             tool_calls=self.folded_tools,
             llm_calls=self.folded_llm,
             current_identical_run=self.run_length,
-            calls_last_minute=float(sum(1 for t in recent if t <= boundary_ns)),
+            calls_last_minute=float(bisect_right(recent, boundary_ns)),
             cost_usd=self.folded_cost,
             tenant=self.tenant,
             service=self.service,
@@ -324,8 +334,23 @@ class Session:
         )
 
 
+_SESSION_STATE = attrgetter(*Session.__slots__)
+
+
+def _restore_session(*state) -> Session:
+    session = Session.__new__(Session)
+    for name, value in zip(Session.__slots__, state, strict=True):
+        setattr(session, name, value)
+    return session
+
+
 class SessionTracker:
     """The live sessions of one shard.
+
+    Work at a window boundary follows the traffic, not the number of open
+    sessions: only sessions that received calls since they were last written
+    (``touched``) are folded and considered for a row, and idle sessions are
+    found through a heap ordered by when they would time out.
 
     >>> tracker = SessionTracker(inactivity_timeout_s=60)
     >>> parts = session_partials([LlmCall(end_ns=10 * NS, session_id="s", operation="chat")])
@@ -351,11 +376,24 @@ class SessionTracker:
         self.sessions: OrderedDict[str, Session] = OrderedDict()
         #: keys of sessions with calls not yet past a snapshot boundary
         self.active: set[str] = set()
+        #: keys of sessions with calls not yet folded or not yet written
+        self.touched: set[str] = set()
+        #: (last_ns + timeout as last seen, key): a lazy heap, one entry per session
+        self.expiry: list[tuple[int, str]] = []
         self.ended = 0
         self.evicted_early = 0
 
     def __len__(self) -> int:
         return len(self.sessions)
+
+    def __setstate__(self, state: dict) -> None:
+        # A recovery store written before `touched` and `expiry` existed:
+        # rebuild them (every session may have unwritten changes).
+        self.__dict__.update(state)
+        if "expiry" not in state:
+            self.touched = set(self.sessions)
+            self.expiry = [(s.last_ns + self.timeout_ns, k) for k, s in self.sessions.items()]
+            heapq.heapify(self.expiry)
 
     def merge(self, parts: Iterable[tuple[str, SessionPartial]]) -> list[SessionRow]:
         """Merge partials; returns rows of sessions evicted early by the cap."""
@@ -365,28 +403,36 @@ class SessionTracker:
             session = sessions.get(key)
             if session is None:
                 session = sessions[key] = Session(part.tenant, part.session_id)
+                session.merge(part)
+                heapq.heappush(self.expiry, (session.last_ns + self.timeout_ns, key))
             else:
                 sessions.move_to_end(key)
-            session.merge(part)
+                session.merge(part)
             self.active.add(key)
+            self.touched.add(key)
         while len(sessions) > self.max_sessions:
-            _, oldest = sessions.popitem(last=False)
+            key, oldest = sessions.popitem(last=False)
+            self._forget(key)
             oldest.fold_until(2**62)
             self.evicted_early += 1
             out.append(oldest.row("ended"))
         return out
 
+    def _forget(self, key: str) -> None:
+        # Its heap entry stays and is skipped when it comes up.
+        self.active.discard(key)
+        self.touched.discard(key)
+
     def advance(self, watermark_ns: int) -> list[SessionRow]:
         """Fold what the watermark passed, end idle sessions, and emit changed ones."""
         out: list[SessionRow] = []
-        ended: list[str] = []
-        for key, session in self.sessions.items():
+        self._end_idle(watermark_ns, out)
+        sessions = self.sessions
+        settled: list[str] = []
+        for key in self.touched:
+            session = sessions[key]
             session.fold_until(watermark_ns)
-            if session.last_ns + self.timeout_ns <= watermark_ns:
-                session.fold_until(2**62)
-                out.append(session.row("ended"))
-                ended.append(key)
-            elif (
+            if (
                 session.dirty
                 and (session.started_ns or session.first_ns <= watermark_ns)
                 and watermark_ns - max(session.emitted_ns, session.first_ns)
@@ -398,10 +444,28 @@ class SessionTracker:
                 session.dirty = False
                 session.emitted_ns = watermark_ns
                 out.append(session.row("active"))
-        for key in ended:
-            del self.sessions[key]
-        self.ended += len(ended)
+            if not (session.dirty or session.pending or session.pending_llm):
+                settled.append(key)
+        self.touched.difference_update(settled)
         return out
+
+    def _end_idle(self, watermark_ns: int, out: list[SessionRow]) -> None:
+        expiry = self.expiry
+        sessions = self.sessions
+        while expiry and expiry[0][0] <= watermark_ns:
+            _, key = heapq.heappop(expiry)
+            session = sessions.get(key)
+            if session is None:
+                continue  # evicted early by the cap, or ended and gone
+            due = session.last_ns + self.timeout_ns
+            if due > watermark_ns:
+                heapq.heappush(expiry, (due, key))  # it saw calls since: look again then
+                continue
+            session.fold_until(2**62)
+            out.append(session.row("ended"))
+            del sessions[key]
+            self._forget(key)
+            self.ended += 1
 
     def snapshots_at(self, boundary_ns: int) -> list[tuple[Session, SessionSnapshot]]:
         """Snapshots of the sessions active in the minute before ``boundary_ns``.
@@ -411,8 +475,9 @@ class SessionTracker:
         """
         out = []
         quiet = []
+        sessions = self.sessions
         for key in sorted(self.active):
-            session = self.sessions.get(key)
+            session = sessions.get(key)
             snapshot = session.snapshot_at(boundary_ns) if session is not None else None
             if snapshot is None:
                 if session is None or not (session.pending or session.pending_llm):
@@ -429,4 +494,5 @@ class SessionTracker:
             session.fold_until(2**62)
             session.dirty = False
             out.append(session.row("active"))
+        self.touched.clear()
         return out

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import psycopg
@@ -26,7 +27,7 @@ from observatory.sinks.base import Backoff, retry
 log = logging.getLogger("observatory.sinks.timescale")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TableSpec:
     """How rows of one record type land in one table."""
 
@@ -34,9 +35,14 @@ class TableSpec:
     columns: tuple[str, ...]
     key: tuple[str, ...]
 
-    def row_key(self, values: Sequence[Any]) -> tuple:
+    def __post_init__(self) -> None:
         positions = [self.columns.index(c) for c in self.key]
-        return tuple(values[i] for i in positions)
+        # itemgetter with one position returns a bare value: keep keys tuples.
+        getter = itemgetter(*positions) if len(positions) > 1 else (lambda v: (v[positions[0]],))
+        object.__setattr__(self, "_key_of", getter)
+
+    def row_key(self, values: Sequence[Any]) -> tuple:
+        return self._key_of(values)
 
 
 _STATS_COLUMNS = tuple(f.name for f in fields(StatsRow) if f.name != "hourly")
@@ -58,6 +64,7 @@ _SESSION_COLUMNS = tuple(f.name for f in fields(SessionRow))
 AGENT_SESSIONS = TableSpec(
     "agent_sessions", _SESSION_COLUMNS, ("tenant", "session_id", "started_at")
 )
+_session_values = attrgetter(*_SESSION_COLUMNS)
 PIPELINE_COUNTERS = TableSpec("pipeline_counters", ("name", "worker", "value"), ("name", "worker"))
 
 
@@ -66,7 +73,7 @@ def route(row: Any) -> Iterable[tuple[TableSpec, tuple]]:
     if isinstance(row, StatsRow):
         yield (LLM_STATS_HOURLY if row.hourly else LLM_STATS), _stats_values(row)
     elif isinstance(row, SessionRow):
-        yield AGENT_SESSIONS, tuple(getattr(row, name) for name in _SESSION_COLUMNS)
+        yield AGENT_SESSIONS, _session_values(row)
     elif isinstance(row, CountersRow):
         for name, value in row.values:
             yield PIPELINE_COUNTERS, (name, row.shard, value)

@@ -139,3 +139,50 @@ def test_tracker_pickles():
     tracker.merge(session_partials([tool(1, "a"), chat(2)]).items())
     clone = pickle.loads(pickle.dumps(tracker))
     assert [r.tool_calls for r in clone.flush()] == [1]
+
+
+def test_advance_ends_exactly_the_timed_out_sessions_and_writes_every_change():
+    """The incremental tracker (touched set + expiry heap) against a brute-force walk."""
+    rng = random.Random(5)
+    timeout_s = 120
+    tracker = SessionTracker(inactivity_timeout_s=timeout_s)
+    last_seen: dict[str, int] = {}
+    written_changes: dict[str, int] = {}
+    watermark = 0
+    for _ in range(300):
+        calls = [
+            (chat if rng.random() < 0.5 else lambda t, sid: tool(t, "grep", sid=sid))(
+                (watermark + rng.randint(0, 200) * NS) / NS, sid=f"s{rng.randint(0, 60)}"
+            )
+            for _ in range(rng.randint(0, 20))
+        ]
+        tracker.merge(session_partials(calls).items())
+        for call in calls:
+            sid = call.session_id
+            last_seen[sid] = max(last_seen.get(sid, 0), call.end_ns)
+            written_changes[sid] = 0
+        watermark += rng.randint(0, 90) * NS
+        rows = tracker.advance(watermark)
+        ended = {r.session_id for r in rows if r.status == "ended"}
+        due = {s for s, last in last_seen.items() if last + timeout_s * NS <= watermark}
+        assert ended == due
+        for sid in due:
+            del last_seen[sid]
+        assert {s.session_id for s in tracker.sessions.values()} == set(last_seen)
+        for row in rows:
+            written_changes.pop(row.session_id, None)
+        # Every live session with a call the watermark passed has been written.
+        for sid in list(written_changes):
+            if sid in last_seen and tracker.sessions[f"t\x1f{sid}"].first_ns <= watermark:
+                raise AssertionError(f"{sid} changed but was not written")
+
+
+def test_calls_last_minute_counts_interleaved_llm_and_tool_calls_in_the_minute():
+    tracker = SessionTracker(inactivity_timeout_s=600)
+    # An old tool call folded after a newer LLM call must still age out of the minute.
+    calls = [chat(100), tool(30, "grep"), tool(95, "grep"), chat(150)]
+    tracker.merge(session_partials(calls).items())
+    [(_, snapshot)] = tracker.snapshots_at(120 * NS)
+    assert snapshot.calls_last_minute == 2.0  # 95 and 100; 30 is older than a minute
+    [(_, snapshot)] = tracker.snapshots_at(180 * NS)
+    assert snapshot.calls_last_minute == 1.0  # 150 only
