@@ -1,15 +1,18 @@
 """The main dataflow: Kafka OTLP records → windows → TimescaleDB, bad input → dead letters.
 
 read_otlp_records → decode_normalize_price_preaggregate
-    ├─ route_partials_to_shards → aggregate_event_time_windows ─┬─ upsert_into_timescaledb
-    │                                                         └─ (late data) ┐
-    └─ collect_dead_letters ──────────────────────────────────────────────────┴─ write_dead_letters
+    ├─ route_partials_to_shards → aggregate_event_time_windows
+    │      ├─ (rows) → log_progress → upsert_into_timescaledb
+    │      ├─ (closed windows) → detect_anomalies → enqueue_alerts_in_outbox
+    │      └─ (late data) ─────────────┐
+    └─ collect_dead_letters ───────────┴─ write_dead_letters
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import datetime
 
 import bytewax.operators as op
@@ -275,7 +278,7 @@ def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
         )
     op.output(
         "upsert_into_timescaledb",
-        rows,
+        op.inspect("log_progress", rows, ProgressLog()),
         TimescaleSink(
             config.database.url,
             batch_rows=config.database.batch_rows,
@@ -297,6 +300,56 @@ def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
         KafkaSink([kafka.bootstrap_servers], topic=None, add_config=dict(kafka.client)),
     )
     return flow
+
+
+class ProgressLog:
+    """Logs what the flow has done so far, at most every ``interval_s``.
+
+    Fed every table row; only the shards' running counters are looked at. A
+    process logs the totals of the shards it runs.
+
+    >>> progress = ProgressLog(interval_s=0, clock=iter([0.0, 10.0]).__next__)
+    >>> progress("log_progress", CountersRow("shard-0", (("spans", 50_000),)))
+    >>> progress.totals()["spans"], progress.rate
+    (50000, 5000.0)
+    """
+
+    def __init__(self, interval_s: float = 10.0, clock=time.monotonic):
+        self.interval_s = interval_s
+        self._clock = clock
+        self._by_shard: dict[str, dict[str, int]] = {}
+        self._logged_at = clock()
+        self._logged_spans = 0
+        self.rate = 0.0
+
+    def totals(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for values in self._by_shard.values():
+            for name, value in values.items():
+                totals[name] = totals.get(name, 0) + value
+        return totals
+
+    def __call__(self, _step_id: str, row: object) -> None:
+        if not isinstance(row, CountersRow):
+            return
+        self._by_shard[row.shard] = dict(row.values)
+        now = self._clock()
+        if now - self._logged_at < self.interval_s:
+            return
+        t = self.totals()
+        spans = t.get("spans", 0)
+        self.rate = (spans - self._logged_spans) / max(now - self._logged_at, 1e-9)
+        self._logged_at, self._logged_spans = now, spans
+        log.info(
+            "progress: %s spans read (%s/s), %s GenAI calls, %s records and %s spans "
+            "dead-lettered, %s late calls",
+            f"{spans:,}",
+            f"{self.rate:,.0f}",
+            f"{t.get('spans_normalized', 0):,}",
+            f"{t.get('records_dead_lettered', 0):,}",
+            f"{t.get('spans_dead_lettered', 0):,}",
+            f"{t.get('late_calls_dead_lettered', 0):,}",
+        )
 
 
 def _tag_shard(keyed: tuple[str, object]) -> object:
