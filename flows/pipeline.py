@@ -138,7 +138,11 @@ def _late_to_dead_letter(late: LateData, topic: str) -> KafkaSinkMessage:
     body = {
         "reason": "too_late",
         "key": dict(
-            zip(("tenant", "service", "provider", "model", "operation", "tool"), late.key, strict=True)
+            zip(
+                ("tenant", "service", "provider", "model", "operation", "tool"),
+                late.key,
+                strict=True,
+            )
         ),
         "window_start": late.window_start.isoformat(),
         "window_seconds": late.window_seconds,
