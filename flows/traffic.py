@@ -236,6 +236,19 @@ class Simulator:
         while True:
             t += int(rng.expovariate(peak)) + 1 if peak > 0 else self.end_ns
             if t >= self.end_ns:
+                # Sparse traffic may never tick inside a loop: start those now.
+                for index, incident in enumerate(self.incidents):
+                    if (
+                        incident.kind == "runaway_loop"
+                        and index not in started_loops
+                        and incident.start_ns < self.end_ns
+                    ):
+                        started_loops.add(index)
+                        self._runaway_session(incident)
+                for span in self._collector.spans:
+                    seq += 1
+                    heapq.heappush(pending, (span.end_time, seq, span))
+                self._collector.spans.clear()
                 break
             if rng.random() * 1.5 < seasonal_factor(t):
                 self._session(t)
