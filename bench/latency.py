@@ -6,11 +6,16 @@ loops started one after another. A local HTTP receiver stands in for
 PagerDuty. For each loop we measure, in wall-clock time, until its webhook
 arrives:
 
-* **event-to-alert**: from the last call of the loop that the alerting verdict
-  saw (the latest loop call at or before the alert's window end) — the event
-  whose arrival completed the evidence;
+* **event-to-alert**: from the loop's 25th identical tool call (the default
+  ``max_identical_tool_calls``: the event that makes it alertable) — or, if
+  the learned model fired in an earlier window, from the first loop call of
+  that window;
 * from the alert's window end (what the watermark delay and the pipeline add);
 * from the loop's start (the incident start).
+
+Verdicts on live sessions are taken at window boundaries, so by design an
+alert comes one watermark delay (10 s) plus processing after the end of the
+window holding its event: between that and a window more.
 
 Runaway loops are used because their hard limit needs no warm-up: the
 series detectors learn for an hour of event time before they may alert,
@@ -45,6 +50,8 @@ from observatory.flows.receiver import AlertReceiver
 from observatory.flows.simulate import SPANS_PER_CALL, make_records
 from observatory.flows.traffic import NS, Incident, Simulator
 
+LIMIT = 25  # detectors.runaway_loop.max_identical_tool_calls (the default)
+WINDOW_S = 60  # pipeline.window_seconds (the default)
 LOOP_S = 70  # each loop runs this long: its 25th identical call (the hard limit) comes at ~50 s
 LOOP_GAP_S = 80  # loops do not overlap, so each loop's spans are told apart by time
 
@@ -302,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     triggers = [
         m for m in receiver.pagerduty_triggers() if m.body["payload"].get("class") == "runaway_loop"
     ]
-    loop_calls = sorted(_span_ends(value) for _, value, _ in loop_records)
+    tool_calls = sorted(t for _, value, _ in loop_records for t in _tool_call_ends(value))
     event_to_alert, from_window_end, from_start = [], [], []
     for incident in loops:
         start_s, end_s = incident.start_ns / NS, incident.end_ns / NS
@@ -312,9 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         if not hits:
             continue
         arrived, window_end = hits[0]
-        # The last loop call the verdict saw: the event that completed the evidence.
-        seen = [t for ends in loop_calls for t in ends if start_s <= t <= min(window_end, end_s)]
-        event_to_alert.append((arrived - max(seen)) * 1000)
+        event_to_alert.append((arrived - _crossing(tool_calls, start_s, end_s, window_end)) * 1000)
         from_window_end.append((arrived - window_end) * 1000)
         from_start.append((arrived - start_s) * 1000)
     result = {
@@ -328,8 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         "from_window_end_p95_ms": percentile(from_window_end, 0.95),
         "from_incident_start_p50_ms": percentile(from_start, 0.5),
         "from_incident_start_p95_ms": percentile(from_start, 0.95),
-        "event": "last loop call the runaway verdict saw -> PagerDuty webhook received",
-        "window_seconds": 60,
+        "event": "a loop's 25th identical tool call (the hard limit) -> PagerDuty webhook received",
+        "window_seconds": WINDOW_S,
         "watermark_delay_seconds": 10,
     }
     log(json.dumps(result))
@@ -345,14 +350,33 @@ def _window_end(message) -> float:
     return datetime.fromisoformat(details["window_end"].replace("Z", "+00:00")).timestamp()
 
 
-def _span_ends(value: bytes) -> list[float]:
+def _tool_call_ends(value: bytes) -> list[float]:
     data = TracesData.FromString(value)
     return [
         span.end_time_unix_nano / NS
         for resource_spans in data.resource_spans
         for scope_spans in resource_spans.scope_spans
         for span in scope_spans.spans
+        if span.name.startswith("execute_tool")
     ]
+
+
+def _crossing(tool_calls: list[float], start_s: float, end_s: float, window_end: float) -> float:
+    """When the loop became alertable: its LIMIT-th identical tool call.
+
+    If the alert's window ended before that call, the learned model fired
+    first; then the earliest call of the alerting window is taken (the
+    conservative choice: the latency is not under-stated).
+
+    >>> _crossing([float(t) for t in range(0, 100, 2)], 0.0, 100.0, 60.0)
+    48.0
+    >>> _crossing([float(t) for t in range(0, 100, 2)], 0.0, 100.0, 30.0)
+    0.0
+    """
+    calls = [t for t in tool_calls if start_s <= t <= end_s]
+    if len(calls) >= LIMIT and calls[LIMIT - 1] <= window_end:
+        return calls[LIMIT - 1]
+    return min(t for t in calls if t > window_end - WINDOW_S)
 
 
 if __name__ == "__main__":
