@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -104,6 +105,32 @@ def infra_dir() -> Path:
 # --- commands ------------------------------------------------------------------------------
 
 
+def _ensure_recovery_store(db_dir: Path, partitions: int, init_db_dir) -> None:
+    """Create the recovery store all at once, or not at all.
+
+    Built in a scratch directory and renamed into place: a flow killed while
+    creating it must not leave some partitions, which Bytewax cannot resume.
+    """
+    if any(db_dir.glob("part-*.sqlite3")):
+        return
+    if db_dir.exists() and any(db_dir.iterdir()):
+        raise UserError(f"recovery_dir {db_dir} holds other files; point it at an empty directory")
+    scratch = db_dir.parent / f".{db_dir.name}.creating-{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        init_db_dir(scratch, partitions)
+        if db_dir.exists():
+            db_dir.rmdir()  # empty, checked above
+        scratch.rename(db_dir)
+    except OSError:
+        # Another process of the same flow created it first: use theirs.
+        if not any(db_dir.glob("part-*.sqlite3")):
+            raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bytewax.recovery import RecoveryConfig, init_db_dir
     from bytewax.run import cli_main
@@ -115,9 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     recovery = None
     if pipeline.recovery_dir and not args.no_recovery:
         db_dir = Path(pipeline.recovery_dir)
-        if not any(db_dir.glob("part-*.sqlite3")):
-            db_dir.mkdir(parents=True, exist_ok=True)
-            init_db_dir(db_dir, pipeline.recovery_partitions)
+        _ensure_recovery_store(db_dir, pipeline.recovery_partitions, init_db_dir)
         recovery = RecoveryConfig(db_dir)
     addresses = args.addresses.split(";") if args.addresses else None
     flow = _build_flow(config, args.stop_at_end)

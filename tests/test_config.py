@@ -82,3 +82,26 @@ def test_config_check_prints_effective_config_without_secrets(tmp_path, capsys):
 def test_redact_url():
     assert redact_url("postgresql://u@h/d") == "postgresql://u@h/d"
     assert "pw" not in redact_url("postgresql://u:pw@h/d")
+
+
+def test_the_recovery_store_is_created_whole_or_not_at_all(tmp_path):
+    from bytewax.recovery import init_db_dir
+
+    from observatory.flows.cli import UserError, _ensure_recovery_store
+
+    def killed_midway(path, partitions):
+        init_db_dir(path, 1)  # one partition written, then the process dies
+        raise KeyboardInterrupt
+
+    store = tmp_path / "recovery"
+    with pytest.raises(KeyboardInterrupt):
+        _ensure_recovery_store(store, 8, killed_midway)
+    assert not store.exists()  # nothing half-made for the next start to trip over
+    _ensure_recovery_store(store, 8, init_db_dir)
+    assert len(list(store.glob("part-*.sqlite3"))) == 8
+    assert [p.name for p in tmp_path.iterdir()] == ["recovery"]  # no scratch left
+    _ensure_recovery_store(store, 8, init_db_dir)  # an existing store is kept
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="holds other files"):
+        _ensure_recovery_store(tmp_path / "other", 8, init_db_dir)
