@@ -252,6 +252,30 @@ class RunawayLoop:
                 profile.quantiles[feature].update(value)
         profile.n += 1
 
+    def hard_limit(self, snapshot: SessionSnapshot) -> Verdict | None:
+        """An anomalous verdict if the snapshot reached a hard limit, else None.
+
+        Looks only at the written-down limits, learns nothing: the flow asks it
+        as soon as the watermark passes new calls of a session, so a loop is
+        flagged within the watermark delay instead of at the next window end.
+
+        >>> det = RunawayLoop(max_identical_run=20)
+        >>> det.hard_limit(SessionSnapshot("planner", 0.0, 40, 20, 20, 20, 10.0, 0.1)).reason
+        'current_identical_run 20 >= hard limit 20'
+        >>> det.hard_limit(SessionSnapshot("planner", 0.0, 40, 20, 20, 19, 10.0, 0.1)) is None
+        True
+        """
+        best = None
+        for feature in FEATURES:
+            value = _value(snapshot, feature)
+            hard = self.hard_limits[feature]
+            if value is None or hard is None or hard <= 0 or value < hard:
+                continue
+            if best is None or value / hard > best.score:
+                reason = f"{feature} {value:g} >= hard limit {hard:g}"
+                best = Verdict(True, value / hard, value, hard, reason)
+        return best
+
     def update(self, snapshot: SessionSnapshot) -> Verdict:
         """Check the snapshot, learn it if it is normal, and say which limit fired."""
         score, feature, value, limit, reason = self._check(snapshot)

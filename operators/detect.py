@@ -48,6 +48,8 @@ class DetectFeed:
     #: (window start, [(key, copy of the window's accumulator)]) of newly closed windows
     closed: list[tuple[int, list[tuple[StatsKey, StatsAcc]]]] = field(default_factory=list)
     observations: list[Observation] = field(default_factory=list)
+    #: runaway hard limits reached in a window still open: alerted at once
+    early: list[Observation] = field(default_factory=list)
 
 
 class _Agg:
@@ -181,6 +183,12 @@ class DetectionStage:
                 start = int(observation.window_start.timestamp() * NS)
                 if start >= state.closed_through_ns:
                     state.pending_observations.setdefault(start, []).append(observation)
+            # A hard limit needs no other shard's data: it opens its alert now. The
+            # window's own check later repeats it, which the lifecycle ignores.
+            for observation in feed.early:
+                start = int(observation.window_start.timestamp() * NS)
+                if start >= state.closed_through_ns:
+                    alerts.extend(self._observe([observation]))
         if self.expected <= state.watermarks.keys():
             watermark = min(state.watermarks[s] for s in self.expected)
             starts = sorted(set(state.pending) | set(state.pending_observations))

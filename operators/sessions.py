@@ -13,6 +13,7 @@ emitted one last time and evicted, so memory is bounded by the number of
 from __future__ import annotations
 
 import heapq
+import math
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -283,6 +284,31 @@ class Session:
         if len(self.recent) != recent_before:
             self.recent.sort()  # LLM and tool calls interleave in time
 
+    def snapshot_as_of(self, watermark_ns: int, stamp_ns: int) -> SessionSnapshot:
+        """The session with every call up to the watermark folded, stamped ``stamp_ns``.
+
+        For the hard limits between window boundaries: nothing past the
+        watermark is looked at, so the figures never depend on arrival order.
+        """
+        self.fold_until(watermark_ns)
+        recent = self.recent
+        in_minute = bisect_right(recent, watermark_ns) - bisect_right(
+            recent, watermark_ns - MINUTE_NS
+        )
+        return SessionSnapshot(
+            agent=self.agent,
+            t=stamp_ns / NS,
+            steps=self.folded_llm + self.folded_tools,
+            tool_calls=self.folded_tools,
+            llm_calls=self.folded_llm,
+            current_identical_run=self.run_length,
+            calls_last_minute=float(in_minute),
+            cost_usd=self.folded_cost,
+            tenant=self.tenant,
+            service=self.service,
+            session_id=self.session_id,
+        )
+
     def snapshot_at(self, boundary_ns: int) -> SessionSnapshot | None:
         """The session as of ``boundary_ns``, or None when it was quiet in the last minute.
 
@@ -380,6 +406,8 @@ class SessionTracker:
         self.touched: set[str] = set()
         #: (last_ns + timeout as last seen, key): a lazy heap, one entry per session
         self.expiry: list[tuple[int, str]] = []
+        #: keys of sessions with calls not yet checked against the hard limits
+        self.fresh: set[str] = set()
         self.ended = 0
         self.evicted_early = 0
 
@@ -390,6 +418,8 @@ class SessionTracker:
         # A recovery store written before `touched` and `expiry` existed:
         # rebuild them (every session may have unwritten changes).
         self.__dict__.update(state)
+        if "fresh" not in state:
+            self.fresh = set(self.sessions)
         if "expiry" not in state:
             self.touched = set(self.sessions)
             self.expiry = [(s.last_ns + self.timeout_ns, k) for k, s in self.sessions.items()]
@@ -410,6 +440,7 @@ class SessionTracker:
                 session.merge(part)
             self.active.add(key)
             self.touched.add(key)
+            self.fresh.add(key)
         while len(sessions) > self.max_sessions:
             key, oldest = sessions.popitem(last=False)
             self._forget(key)
@@ -422,6 +453,7 @@ class SessionTracker:
         # Its heap entry stays and is skipped when it comes up.
         self.active.discard(key)
         self.touched.discard(key)
+        self.fresh.discard(key)
 
     def advance(self, watermark_ns: int) -> list[SessionRow]:
         """Fold what the watermark passed, end idle sessions, and emit changed ones."""
@@ -466,6 +498,45 @@ class SessionTracker:
             del sessions[key]
             self._forget(key)
             self.ended += 1
+
+    def at_hard_limits(
+        self, watermark_ns: int, stamp_ns: int, limits: dict[str, float | None]
+    ) -> list[tuple[str, SessionSnapshot]]:
+        """Sessions with calls not yet looked at that reach a hard limit as of the watermark.
+
+        ``limits`` maps :class:`SessionSnapshot` features to hard limits (None:
+        none). A session stays to be looked at while it holds calls past the
+        watermark, so a limit reached by calls that arrived early is seen once
+        the watermark passes them. Figures only count calls up to the
+        watermark, so they never depend on arrival order.
+        """
+        max_run = limits.get("current_identical_run") or math.inf
+        max_steps = limits.get("steps") or math.inf
+        max_cost = limits.get("cost_usd") or math.inf
+        max_rate = limits.get("calls_last_minute") or math.inf
+        out = []
+        done = []
+        sessions = self.sessions
+        for key in sorted(self.fresh):
+            session = sessions[key]
+            session.fold_until(watermark_ns)
+            recent = session.recent
+            if (
+                session.run_length >= max_run
+                or session.folded_llm + session.folded_tools >= max_steps
+                or session.folded_cost >= max_cost
+                or (
+                    max_rate != math.inf
+                    and bisect_right(recent, watermark_ns)
+                    - bisect_right(recent, watermark_ns - MINUTE_NS)
+                    >= max_rate
+                )
+            ):
+                out.append((key, session.snapshot_as_of(watermark_ns, stamp_ns)))
+            if not (session.pending or session.pending_llm):
+                done.append(key)
+        self.fresh.difference_update(done)
+        return out
 
     def snapshots_at(self, boundary_ns: int) -> list[tuple[Session, SessionSnapshot]]:
         """Snapshots of the sessions active in the minute before ``boundary_ns``.

@@ -290,6 +290,33 @@ class WindowShard:
             )
         return out
 
+    def _runaway_now(self, watermark: int) -> list:
+        """Hard runaway limits, checked whenever the watermark moves, not only at window ends.
+
+        A loop past a written-down limit is flagged one watermark delay after
+        the call that crossed it; the observation carries the open window, the
+        one the next boundary check would also report it in.
+        """
+        state = self.state
+        runaway = state.runaway
+        if runaway is None or watermark <= 0:
+            return []
+        stamp = watermark - watermark % self.window_ns + self.window_ns
+        out = []
+        for key, snapshot in state.sessions.at_hard_limits(watermark, stamp, runaway.hard_limits):
+            if key in state.runaway_alerted:
+                continue  # already said; the window checks carry it on
+            verdict = runaway.hard_limit(snapshot)
+            if verdict is None:
+                continue
+            state.runaway_alerted.add(key)
+            out.append(
+                runaway_observation(
+                    verdict, snapshot, window_s=self.window_s, severity=self.runaway_severity
+                )
+            )
+        return out
+
     def _emit_counters(self, out: list, force: bool = False) -> None:
         state = self.state
         now = self._clock()
@@ -384,8 +411,9 @@ class WindowShard:
             if end + self.lateness_ns <= watermark:
                 del state.minutes[start]
                 state.minutes_emitted.discard(start)
-        if self.detect and (crossed or closed):
-            out.append(DetectFeed("", watermark, closed, observations))
+        early = self._runaway_now(watermark) if self.detect else []
+        if self.detect and (crossed or closed or early):
+            out.append(DetectFeed("", watermark, closed, observations, early))
         for hour_start in sorted(state.hours):
             end = hour_start + HOUR_NS
             if end > watermark:
