@@ -19,7 +19,15 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from observatory.schemas.records import DeadLetter, KafkaRecord, RecordBatch
@@ -43,10 +51,19 @@ def check_topics(config: dict, topics: Iterable[str], timeout_s: float) -> dict[
     """Partition count of each topic; raises :class:`KafkaUnavailable` with one clear line."""
     # librdkafka's own connection errors go to our debug log: the one line we
     # raise says what is wrong.
-    admin = AdminClient(
-        {**config, "socket.connection.setup.timeout.ms": int(timeout_s * 1000)},
-        logger=logging.getLogger("observatory.kafka.client"),
-    )
+    try:
+        admin = AdminClient(
+            {**config, "socket.connection.setup.timeout.ms": int(timeout_s * 1000)},
+            logger=logging.getLogger("observatory.kafka.client"),
+        )
+    except KafkaException as exc:
+        # A setting librdkafka refuses (a missing CA file, an unknown property): the
+        # user can fix it, so one line, not a traceback. librdkafka names the
+        # property, never its value.
+        raise KafkaUnavailable(
+            f"invalid Kafka client settings (kafka.client): "
+            f"{exc.args[0].str() if exc.args else exc}"
+        ) from None
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
@@ -222,12 +239,118 @@ def dead_letter_headers(dead: DeadLetter) -> list[tuple[str, bytes]]:
     return [*((k, v) for k, v in dead.headers if not k.startswith("observatory.")), *ours]
 
 
-def produce(producer, topic: str, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+def produce(producer, topic: str, value: bytes, headers: list[tuple[str, bytes]], **kwargs) -> None:
     """Produce one record, waiting (not failing) while the local queue is full."""
     while True:
         try:
-            producer.produce(topic, value=value, headers=headers)
+            producer.produce(topic, value=value, headers=headers, **kwargs)
             break
         except BufferError:
             producer.poll(0.1)  # the local queue is full: let it drain
     producer.poll(0)
+
+
+# --- dead letters -----------------------------------------------------------------------
+
+#: Room left for headers and record overhead under the producer's message limit.
+_HEADROOM_BYTES = 64 * 1024
+#: librdkafka's default message.max.bytes, and the default limit of a Kafka broker.
+_DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+
+
+class DeadLetterWriter:
+    """Produce dead letters and wait until Kafka has every one of them.
+
+    Unlike a plain producer it loses nothing quietly: a write returns only when
+    each record is acknowledged (librdkafka retries while the broker is away, for
+    ``message.timeout.ms``, unlimited by default: the worker waits and reads
+    nothing new, as with the database), and a failure raises, so the batch is
+    written again after a restart. Idempotence keeps those retries from doubling
+    records. A value too large for the producer's or the topic's size limit (a
+    bad record can be tens of MB) is cut, and the record says so in
+    ``observatory.truncated`` (the original size); the source topic, partition
+    and offset headers still point at the whole original.
+    """
+
+    def __init__(self, config: dict):
+        self._max_bytes = int(config.get("message.max.bytes", _DEFAULT_MAX_MESSAGE_BYTES))
+        self._producer = Producer(
+            {
+                "enable.idempotence": True,
+                "message.timeout.ms": 0,  # retry until delivered: never drop quietly
+                "linger.ms": 20,
+                **config,
+            }
+        )
+
+    def write(self, messages: Iterable[tuple[str, bytes | None, list[tuple[str, bytes]]]]) -> None:
+        pending = [
+            fit(topic, value, headers, self._max_bytes) for topic, value, headers in messages
+        ]
+        while pending:
+            failed = self._send(pending)
+            too_large = [m for m, code in failed if code == KafkaError.MSG_SIZE_TOO_LARGE]
+            if len(too_large) < len(failed):
+                code = next(code for _, code in failed if code != KafkaError.MSG_SIZE_TOO_LARGE)
+                raise KafkaException(KafkaError(code))
+            # The topic allows less than the producer: cut harder and send again.
+            pending = [fit(t, v, h, _HEADROOM_BYTES + len(v or b"") // 4) for t, v, h in too_large]
+
+    def _send(self, messages: list) -> list[tuple[tuple, int]]:
+        """Produce and flush; returns (message, error code) of those not delivered."""
+        failed: list[tuple[tuple, int]] = []
+        for message in messages:
+            topic, value, headers = message
+
+            def on_delivery(err, _msg, message=message):
+                if err is not None:
+                    failed.append((message, err.code()))
+
+            produce(self._producer, topic, value, headers, on_delivery=on_delivery)
+        self._producer.flush()
+        return failed
+
+    def close(self) -> None:
+        self._producer.flush()
+
+
+def fit(
+    topic: str, value: bytes | None, headers: list[tuple[str, bytes]], max_bytes: int
+) -> tuple[str, bytes | None, list[tuple[str, bytes]]]:
+    """The message, its value cut to what ``max_bytes`` leaves after headers.
+
+    >>> fit("dlq", b"x" * 10, [], 1_000_000)[1] == b"x" * 10
+    True
+    >>> _, value, headers = fit("dlq", b"x" * 200_000, [("a", b"b")], 100_000)
+    >>> len(value), headers[-1]
+    (34462, ('observatory.truncated', b'200000'))
+    """
+    header_bytes = sum(len(k) + len(v) for k, v in headers)
+    room = max(max_bytes - _HEADROOM_BYTES - header_bytes, 0)
+    if value is None or len(value) <= room:
+        return topic, value, headers
+    if any(k == "observatory.truncated" for k, _ in headers):  # cut again: keep the first size
+        return topic, value[:room], headers
+    return topic, value[:room], [*headers, ("observatory.truncated", str(len(value)).encode())]
+
+
+class _DeadLetterPartition(StatelessSinkPartition):
+    def __init__(self, writer: DeadLetterWriter):
+        self._writer = writer
+
+    def write_batch(self, items: list) -> None:
+        self._writer.write((m.topic, m.value, list(m.headers)) for m in items)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class DeadLetterSink(DynamicSink):
+    """Bytewax sink of ``KafkaSinkMessage`` dead letters (each names its topic),
+    written by a :class:`DeadLetterWriter` per worker."""
+
+    def __init__(self, config: dict):
+        self._config = config
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+        return _DeadLetterPartition(DeadLetterWriter(self._config))

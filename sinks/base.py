@@ -35,7 +35,10 @@ class Backoff:
     """
 
     initial_s: float = 0.5
-    max_s: float = 30.0
+    #: The longest wait between attempts, so also how long a write may lag behind a
+    #: database that is back. One connection attempt per worker every few seconds
+    #: costs nothing; 30 s made a 30 s outage cost up to a minute.
+    max_s: float = 5.0
     #: Stop after this many seconds of failures; 0 retries forever.
     deadline_s: float = 0.0
 

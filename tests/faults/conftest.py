@@ -30,7 +30,7 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from harness import REPO, Result, Services, empty_tables  # noqa: E402
+from harness import REPO, Result, Scale, Services, empty_tables, scale  # noqa: E402
 from workload import Workload, simulate  # noqa: E402
 
 from observatory.schemas import migrations  # noqa: E402
@@ -82,11 +82,10 @@ def new_topic(services):
     admin = AdminClient({"bootstrap.servers": services.bootstrap})
     made: list[str] = []
 
-    def make(partitions: int = 4, prefix: str = "faults") -> str:
+    def make(partitions: int = 4, prefix: str = "faults", config: dict | None = None) -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[
-            name
-        ].result(timeout=30)
+        topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})
+        admin.create_topics([topic])[name].result(timeout=30)
         made.append(name)
         return name
 
@@ -97,11 +96,18 @@ def new_topic(services):
 
 
 @pytest.fixture(scope="session")
-def steady_workload() -> Workload:
-    """≈55k spans over 200 minutes of event time: six dialects, one incident of every
-    kind (so detectors raise alerts), 1% malformed records (so dead letters are written).
-    Simulated once, replayed into a fresh topic by each scenario."""
-    return simulate(calls=25_000, minutes=200, seed=5, incidents=True, malformed_rate=0.01)
+def load() -> Scale:
+    return scale()
+
+
+@pytest.fixture(scope="session")
+def steady_workload(load) -> Workload:
+    """200 minutes of event time (≈55k spans at full scale): six dialects, one incident
+    of every kind (so detectors raise alerts), 1% malformed records (so dead letters
+    are written). Simulated once, replayed into a fresh topic by each scenario."""
+    return simulate(
+        calls=load.steady_calls, minutes=200, seed=5, incidents=True, malformed_rate=0.01
+    )
 
 
 @pytest.fixture

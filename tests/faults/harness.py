@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,42 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from observatory.flows.groundtruth import KEY
+from observatory.flows.receiver import AlertReceiver, Received
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
+
+# --- load ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How hard the scenarios push. ``full`` (make test-faults) is the issue's load;
+    ``small`` (the default, so also `make test`) runs the same checks in less time."""
+
+    name: str
+    steady_calls: int  #: ≈2.2 spans per call
+    hostile_calls: int
+    database_down_s: float
+    broker_down_s: float
+
+
+SCALES = {
+    "full": Scale(
+        "full", steady_calls=25_000, hostile_calls=40_000, database_down_s=30, broker_down_s=15
+    ),
+    "small": Scale(
+        "small", steady_calls=10_000, hostile_calls=12_000, database_down_s=10, broker_down_s=5
+    ),
+}
+
+
+def scale() -> Scale:
+    name = os.environ.get("OBSERVATORY_FAULTS_SCALE", "small")
+    if name not in SCALES:
+        raise ValueError(f"OBSERVATORY_FAULTS_SCALE must be one of {sorted(SCALES)}, not {name!r}")
+    return SCALES[name]
+
 
 # --- the services ------------------------------------------------------------------------------
 
@@ -112,9 +146,21 @@ class Produced:
 
 
 def produce(
-    bootstrap: str, topic: str, records: Iterable[tuple[bytes, list]], *, max_bytes: int = 8 << 20
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes, list]],
+    *,
+    partitions: int = 4,
+    max_bytes: int = 8 << 20,
 ) -> list[Produced]:
-    """Produce (value, headers) records; returns where each landed, in order."""
+    """Produce (value, headers) records round-robin over the partitions; returns where
+    each landed, in order.
+
+    Round-robin, not librdkafka's sticky default, so that every partition holds a
+    slice of the whole event-time range, as a live topic fed by many producers does.
+    (With sticky batches a fast replay can leave one partition holding only the first
+    minutes: caught up, it holds the watermark back for idle_partition_seconds of
+    wall time, so how much is detected before the end depends on the replay's speed.)"""
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -139,7 +185,13 @@ def produce(
     for index, (value, headers) in enumerate(records):
         while True:
             try:
-                producer.produce(topic, value=value, headers=headers, on_delivery=reporter(index))
+                producer.produce(
+                    topic,
+                    value=value,
+                    headers=headers,
+                    partition=index % partitions,
+                    on_delivery=reporter(index),
+                )
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -195,6 +247,9 @@ def write_config(path: Path, services: Services, topic: str, dlq: str, **section
     return path
 
 
+READY_LINE = "observatory: running:"
+
+
 class Flow:
     """``observatory run --stop-at-end`` as a child process, its output in a file.
 
@@ -205,6 +260,8 @@ class Flow:
     def __init__(self, config: Path, log: Path, *, env: dict[str, str] | None = None):
         self.log = log
         self.started = time.monotonic()
+        log.touch()
+        self._log_start = log.stat().st_size  # several runs may share one log
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [
@@ -224,9 +281,26 @@ class Flow:
         self.returncode: int | None = None
         self.peak_rss_mb: float | None = None
         self.elapsed: float | None = None
+        #: Seconds from start until the flow said it runs (imports, migrations and
+        #: broker checks done), seen by polling its output.
+        self.startup: float | None = None
+
+    @property
+    def processing(self) -> float | None:
+        """Seconds from "running" to exit: the work, without the start-up."""
+        if self.elapsed is None or self.startup is None:
+            return None
+        return self.elapsed - self.startup
 
     def running(self) -> bool:
+        if self.startup is None and READY_LINE in self._own_output():
+            self.startup = time.monotonic() - self.started
         return self._reap(os.WNOHANG)
+
+    def _own_output(self) -> str:
+        with self.log.open("rb") as handle:
+            handle.seek(self._log_start)
+            return handle.read().decode(errors="replace")
 
     def _reap(self, options: int) -> bool:
         if self.returncode is not None:
@@ -550,3 +624,147 @@ def check_dead_letters(
         check.doubled += 1
         check.problems.append(f"unexpected dead letter from {source}")
     return check
+
+
+# --- alerts ------------------------------------------------------------------------------------
+
+
+@dataclass
+class AlertRoutes:
+    """Slack, PagerDuty and webhook routes pointing at a local receiver; their
+    secrets (URL tokens, routing key) come from the environment and a secrets file,
+    as in production, and are fresh for every use."""
+
+    config: dict
+    env: dict[str, str]
+    secrets: tuple[str, ...]
+
+
+def alert_routes(receiver_url: str, secrets_dir: Path) -> AlertRoutes:
+    slack_token = f"slackTOKEN{uuid.uuid4().hex}"
+    pd_key = uuid.uuid4().hex
+    hook_token = f"hookTOKEN{uuid.uuid4().hex}"
+    secrets_file = secrets_dir / "alert-secrets.json"
+    secrets_file.write_text(json.dumps({"hook_url": f"{receiver_url}/webhook?token={hook_token}"}))
+    # No hourly cap: it counts wall-clock hours, and a replay raises a day's alerts at once.
+    common = {"max_per_hour": 0, "timeout_seconds": 2}
+    config = {
+        "routes": {
+            "slack": {"type": "slack", "url_env": "FAULTS_SLACK_URL", **common},
+            "pager": {
+                "type": "pagerduty",
+                "routing_key_env": "FAULTS_PD_KEY",
+                "url": f"{receiver_url}/pagerduty/v2/enqueue",
+                **common,
+            },
+            "hook": {
+                "type": "webhook",
+                "secrets_file": str(secrets_file),
+                "secret_key": "hook_url",
+                **common,
+            },
+        },
+        "poll_interval_seconds": 0.2,
+        "retry_initial_seconds": 0.2,
+        "retry_max_seconds": 2,
+    }
+    env = {
+        **os.environ,
+        "FAULTS_SLACK_URL": f"{receiver_url}/slack/T0FAULTS/B0FAULTS/{slack_token}",
+        "FAULTS_PD_KEY": pd_key,
+    }
+    return AlertRoutes(config, env, (slack_token, pd_key, hook_token))
+
+
+ROUTE_OF_PATH = {"/slack": "slack", "/pagerduty": "pager", "/webhook": "hook"}
+
+
+def outbox(database_url: str) -> list[tuple[str, dict, str]]:
+    """(route, payload, status) of every outbox row."""
+    with psycopg.connect(database_url) as conn:
+        return conn.execute("SELECT route, payload, status FROM alert_outbox").fetchall()
+
+
+def notification(route: str | None, body: dict) -> tuple[str | None, str]:
+    """What identifies a notification at the receiver: the route and the exact body
+    (PagerDuty's routing key is added at send time, so it is left out). Two rows
+    can share one (the resolves of one incident key), so they are counted, not set."""
+    body = {k: v for k, v in body.items() if k != "routing_key"}
+    return route, json.dumps(body, sort_keys=True)
+
+
+def received(messages) -> list[tuple[str | None, str]]:
+    return [
+        notification(
+            next((r for p, r in ROUTE_OF_PATH.items() if m.path.startswith(p)), None), m.body
+        )
+        for m in messages
+    ]
+
+
+def queued(rows) -> list[tuple[str | None, str]]:
+    return [notification(route, payload) for route, payload, _ in rows]
+
+
+@dataclass
+class AlertCheck:
+    expected: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        return not (self.lost or self.duplicated)
+
+    def report(self) -> str:
+        shown = "\n  ".join(self.problems[:15])
+        return (
+            f"{self.expected} notifications expected: {self.lost} lost, "
+            f"{self.duplicated} sent twice or not expected\n  {shown}"
+        )
+
+
+def compare_notifications(expected: list, got: list) -> AlertCheck:
+    """Every expected notification received as often as expected (once, unless
+    several share a body), and nothing else."""
+    want, have = Counter(expected), Counter(got)
+    check = AlertCheck(expected=len(expected))
+    for key in want.keys() | have.keys():
+        missing, extra = want[key] - have[key], have[key] - want[key]
+        if missing > 0:
+            check.lost += missing
+            check.problems.append(f"{key[0]}: {missing} x never received: {key[1][:200]}")
+        if extra > 0:
+            check.duplicated += extra
+            check.problems.append(f"{key[0]}: {extra} x too many: {key[1][:200]}")
+    return check
+
+
+class EchoingReceiver(AlertReceiver):
+    """The local alert receiver, except that its first ``failures`` answers are
+    500s quoting the request (path and body, so the URL token and routing key) the
+    way a careless proxy's error page does: the text must not be stored or logged."""
+
+    def __init__(self, failures: int):
+        super().__init__()
+        self.failures = failures
+        handler = self._server.RequestHandlerClass
+        receiver = self
+        original = handler.do_POST
+
+        def do_post(request):
+            with receiver._lock:
+                fail = receiver.failures > 0
+                receiver.failures -= fail
+            if not fail:
+                return original(request)
+            raw = request.rfile.read(int(request.headers.get("Content-Length") or 0))
+            receiver.messages.append(Received(request.path, json.loads(raw), time.time()))
+            body = f"upstream error for {request.path}: {raw.decode()}".encode()
+            request.send_response(500)
+            request.send_header("Content-Length", str(len(body)))
+            request.end_headers()
+            request.wfile.write(body)
+
+        handler.do_POST = do_post

@@ -22,7 +22,6 @@ from harness import (
 )
 from workload import check_tables
 
-DOWN_S = 15.0
 PARTITIONS = 4
 #: What the source's consumers (librdkafka, or our warnings) print when the broker goes away.
 BROKER_GONE = re.compile(
@@ -35,9 +34,10 @@ SMALL_PREFETCH = {"queued.max.messages.kbytes": 256, "max.partition.fetch.bytes"
 
 
 def test_broker_restart_mid_run_then_exact_tables(
-    services, database_url, new_topic, steady_workload, tmp_path, record_result
+    services, database_url, new_topic, steady_workload, load, tmp_path, record_result
 ):
     work = steady_workload
+    down_s = load.broker_down_s
     topic, dlq = new_topic(PARTITIONS), new_topic(1)
     landed = produce(services.bootstrap, topic, work.records)
     config = write_config(
@@ -55,7 +55,7 @@ def test_broker_restart_mid_run_then_exact_tables(
 
     services.stop_kafka()
     stopped_at = time.monotonic()
-    while time.monotonic() - stopped_at < DOWN_S:
+    while time.monotonic() - stopped_at < down_s:
         assert flow.running(), f"the flow exited while the broker was down:\n{flow.tail()}"
         time.sleep(0.5)
     services.start_kafka()
@@ -72,7 +72,7 @@ def test_broker_restart_mid_run_then_exact_tables(
             scenario="broker restart",
             spans=work.spans,
             records=len(work.records),
-            faults=f"Kafka stopped {DOWN_S:.0f}s mid-run, restarted",
+            faults=f"Kafka stopped {down_s:.0f}s mid-run, restarted",
             notes={
                 "rows_before_stop": rows_before,
                 "broker_errors_logged": len(complaints),
