@@ -120,6 +120,10 @@ class IngestConfig(_Section):
     max_tokens: int = Field(default=50_000_000, ge=1)
     max_cost_usd: float = Field(default=100_000.0, gt=0)
     max_attribute_bytes: int = Field(default=16_384, ge=64)
+    #: Longest dimension value (tenant, service, provider, model, agent, tool, session
+    #: id, …) kept, in UTF-8 bytes; longer ones are dead-lettered. At most 512: five
+    #: free-text columns of llm_stats' unique key must fit a 2704-byte btree entry.
+    max_dimension_bytes: int = Field(default=256, ge=64, le=512)
     max_record_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     #: Reject spans that ended more than this long ago (0 disables).
     max_past_skew_seconds: float = Field(default=0, ge=0)

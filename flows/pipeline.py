@@ -51,6 +51,7 @@ def limits_from(config: Config) -> Limits:
         max_tokens=ingest.max_tokens,
         max_cost_usd=ingest.max_cost_usd,
         max_attribute_bytes=ingest.max_attribute_bytes,
+        max_dimension_bytes=ingest.max_dimension_bytes,
         max_past_skew_s=ingest.max_past_skew_seconds,
         max_future_skew_s=ingest.max_future_skew_seconds,
     )

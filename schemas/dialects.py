@@ -204,6 +204,9 @@ class Limits:
     max_tokens: int = 50_000_000
     max_cost_usd: float = 100_000.0
     max_attribute_bytes: int = 16_384
+    #: Longest dimension value (UTF-8 bytes) kept: dimensions are TimescaleDB key
+    #: columns, and a unique-index entry must fit in a btree page (2704 bytes).
+    max_dimension_bytes: int = 256
     max_past_skew_s: float = 0.0  #: 0 disables the check
     max_future_skew_s: float = 0.0
 
@@ -217,17 +220,67 @@ def _first(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 def checked_text(value: Any, field: str, limits: Limits) -> str:
-    """A dimension as text; longer than the limit (in UTF-8 bytes) is rejected."""
+    """A dimension as text that TimescaleDB can store and index, else :class:`Reject`.
+
+    Every dimension (tenant, service, environment, provider, model, agent,
+    tool, session id, error type) comes through here, for spans and metric
+    points alike, and the native decoder checks the same things in the same
+    order (``checked_text`` in ``native/src/span.rs``):
+
+    * longer than ``max_attribute_bytes`` UTF-8 bytes: ``oversized_attribute``;
+    * longer than ``max_dimension_bytes``: ``oversized_dimension`` (it becomes
+      part of a unique key, and a btree entry holds at most 2704 bytes);
+    * holding NUL, which PostgreSQL text cannot store, or a lone surrogate
+      (only OTLP/JSON can spell one), which has no UTF-8 form: ``invalid_text``.
+
+    >>> checked_text("gpt-4o", "model", Limits())
+    'gpt-4o'
+    >>> for text in ("gpt" + chr(0), "m" * 300):
+    ...     try:
+    ...         checked_text(text, "model", Limits())
+    ...     except Reject as reject:
+    ...         print(reject.reason, "-", reject.detail)
+    invalid_text - model holds a NUL character
+    oversized_dimension - model is 300 bytes (max_dimension_bytes is 256)
+    """
     if value is None:
         return ""
     if not isinstance(value, str):
         value = str(value)
     # Cheap first: a string can take at most 4 bytes a character.
-    if len(value) * 4 > limits.max_attribute_bytes:
-        size = len(value.encode("utf-8", "surrogatepass"))
+    length = len(value)
+    if length * 4 > limits.max_dimension_bytes or length * 4 > limits.max_attribute_bytes:
+        size = length if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
         if size > limits.max_attribute_bytes:
             raise Reject("oversized_attribute", f"{field} is {size} bytes")
+        if size > limits.max_dimension_bytes:
+            raise Reject(
+                "oversized_dimension",
+                f"{field} is {size} bytes (max_dimension_bytes is {limits.max_dimension_bytes})",
+            )
+    if "\x00" in value:
+        raise Reject("invalid_text", f"{field} holds a NUL character")
+    if not value.isascii():  # O(1) in CPython
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Reject("invalid_text", f"{field} holds a lone surrogate") from None
     return value
+
+
+def check_trace_id(trace_id: str, limits: Limits) -> None:
+    """A trace id (hex) longer than a dimension may be is rejected.
+
+    OTLP trace ids are 16 bytes, but nothing on the wire enforces it, and the
+    hex of a span's trace id is stored (``agent_sessions.trace_id``, exemplars)
+    and keys the session of a span without a session id (``trace:<hex>``).
+    """
+    if len(trace_id) > limits.max_dimension_bytes:
+        raise Reject(
+            "oversized_dimension",
+            f"trace_id is {len(trace_id)} bytes"
+            f" (max_dimension_bytes is {limits.max_dimension_bytes})",
+        )
 
 
 _as_text = checked_text

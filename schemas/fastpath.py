@@ -47,8 +47,9 @@ Two things are not literally the pure path's:
   back to Python after the native code read the clock for some of its spans
   has those spans' clock read again;
 * a batch in which Python decoded a call the native accumulators cannot hold
-  (an OTLP/JSON end time of 2**64 ns or more, or a lone surrogate in a JSON
-  string) is decoded again, whole, by the pure path.
+  (an OTLP/JSON end time of 2**64 ns or more; a lone surrogate in a JSON
+  string no longer reaches a call: ``dialects.checked_text`` rejects it) is
+  decoded again, whole, by the pure path.
 
 Neither changes a result unless the clock is not a clock (it has side effects).
 Per record the native path costs a few microseconds more than per span, so
@@ -270,6 +271,9 @@ def _native_config(decoder: TraceDecoder) -> dict[str, Any]:
     max_attr = limits.max_attribute_bytes
     if type(max_attr) is not int or not 0 <= max_attr < 2**63:
         raise _NotNative(f"max_attribute_bytes={max_attr!r}")
+    max_dim = limits.max_dimension_bytes
+    if type(max_dim) is not int or not 0 <= max_dim < 2**63:
+        raise _NotNative(f"max_dimension_bytes={max_dim!r}")
     if any(type(k) is not str for k in decoder.tenant_keys):
         raise _NotNative("a tenant key is not a str")
     maps = {
@@ -304,6 +308,7 @@ def _native_config(decoder: TraceDecoder) -> dict[str, Any]:
             limits.max_tokens,
             _exact_float(limits.max_cost_usd, "max_cost_usd"),
             max_attr,
+            max_dim,
             _exact_float(limits.max_past_skew_s, "max_past_skew_s"),
             _exact_float(limits.max_future_skew_s, "max_future_skew_s"),
         ),
@@ -422,8 +427,9 @@ class FastTraceDecoder:
                     acc.add_calls(result.calls)
                 except (OverflowError, UnicodeEncodeError, ValueError) as exc:
                     # A call the native accumulators cannot hold (an end time
-                    # beyond 64 bits or a lone surrogate, both only from
-                    # OTLP/JSON): the pure path for this batch.
+                    # beyond 64 bits, only from OTLP/JSON; text they could not
+                    # hold, a lone surrogate, is dead-lettered by checked_text):
+                    # the pure path for this batch.
                     raise _Unrepresentable from exc
             dead_letters.extend(result.dead_letters)
             counters.add(result.counters)

@@ -335,6 +335,7 @@ class TraceDecoder:
         if not dialects.is_genai(attrs):
             return None
         self._check_times(start_ns, end_ns)
+        dialects.check_trace_id(trace_id, self.limits)
         service = resource_attrs.get("service.name") or ""
         environment = ""
         for key in dialects.ENVIRONMENT:

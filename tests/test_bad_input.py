@@ -284,6 +284,19 @@ def _bad(attrs=None, **spec) -> SpanSpec:
     return SpanSpec({**GOOD, **(attrs or {})}, **spec)
 
 
+#: Span attributes that become a dimension of a call (a text column in TimescaleDB).
+DIMENSION_KEYS = (
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "gen_ai.provider.name",
+    "gen_ai.conversation.id",
+    "session.id",
+    "gen_ai.agent.name",
+    "gen_ai.tool.name",
+    "error.type",
+    "tenant.id",
+)
+
 SPAN_CASES = [
     # (bad span, decoder kwargs, reason)
     *[
@@ -446,6 +459,47 @@ SPAN_CASES = [
         "oversized_attribute",
         id="span-tenant-over-default-limit",
     ),
+    # Dimensions become TimescaleDB text and unique-key columns: no NUL (PostgreSQL text
+    # cannot hold one) and at most ingest.max_dimension_bytes (a btree entry is <= 2704 bytes).
+    *[
+        pytest.param(_bad({key: "gpt\x00-4o"}), {}, "invalid_text", id=f"{key}-nul")
+        for key in DIMENSION_KEYS
+    ],
+    *[
+        pytest.param(_bad({key: "x" * 257}), {}, "oversized_dimension", id=f"{key}-257-over-256")
+        for key in DIMENSION_KEYS
+    ],
+    pytest.param(_bad({"gen_ai.request.model": "\x00"}), {}, "invalid_text", id="model-only-nul"),
+    pytest.param(
+        _bad({"gen_ai.request.model": "é" * 129}),  # 129 characters, 258 UTF-8 bytes
+        {},
+        "oversized_dimension",
+        id="dimension-limit-in-bytes",
+    ),
+    pytest.param(
+        _bad({"gen_ai.request.model": "m" * 5_000}),
+        {},
+        "oversized_dimension",
+        id="model-5kb",
+    ),
+    pytest.param(
+        _bad({"gen_ai.request.model": "x" * 65}),
+        {"limits": Limits(max_dimension_bytes=64)},
+        "oversized_dimension",
+        id="model-over-custom-dimension-limit",
+    ),
+    pytest.param(
+        SpanSpec({"openinference.span.kind": "TOOL", "tool.name": "t" * 300}),
+        {},
+        "oversized_dimension",
+        id="tool-name-300",
+    ),
+    pytest.param(
+        SpanSpec({"traceloop.span.kind": "agent", "traceloop.entity.name": "a\x00"}),
+        {},
+        "invalid_text",
+        id="traceloop-agent-nul",
+    ),
 ]
 
 
@@ -510,6 +564,14 @@ def test_span_level_reject_keeps_the_other_spans(encoding, bad, decoder_kwargs, 
         ({"gen_ai.usage.cost": 100_000.0}, {}, {}),
         ({"gen_ai.usage.cost": 0.0}, {}, {}),
         ({"gen_ai.request.model": "x" * 64}, {"limits": Limits(max_attribute_bytes=64)}, {}),
+        ({"gen_ai.request.model": "x" * 256}, {}, {}),
+        ({"gen_ai.request.model": "é" * 128}, {}, {}),  # 256 bytes
+        ({"gen_ai.conversation.id": "s" * 256, "gen_ai.agent.name": "a" * 256}, {}, {}),
+        ({"gen_ai.request.model": "x" * 300}, {"limits": Limits(max_dimension_bytes=300)}, {}),
+        # only dimensions must be database text: NUL elsewhere is fine, as is any other control
+        ({"gen_ai.tool.call.arguments": '{"q": "\x00"}'}, {}, {}),
+        ({"gen_ai.response.finish_reasons": ["st\x00p"]}, {}, {}),
+        ({"gen_ai.request.model": "gpt\x01\x1f\x7f-4o"}, {}, {}),
         ({}, {"limits": Limits(max_past_skew_s=3600), "now": lambda: END_S + 3599}, {}),
         ({}, {"limits": Limits(max_future_skew_s=300), "now": lambda: END_S - 299}, {}),
         # skew checks are off by default
@@ -531,6 +593,125 @@ def test_oversized_service_name_is_rejected_like_other_dimensions(encoding):
     result = decode(value, make_decoder(limits=Limits(max_attribute_bytes=64)))
     assert result.calls == []
     assert [d.reason for d in result.dead_letters] == ["oversized_attribute"]
+
+
+@pytest.mark.parametrize(
+    ("resource", "reason"),
+    [
+        ({"service.name": "chat\x00api"}, "invalid_text"),
+        ({"service.name": "s" * 257}, "oversized_dimension"),
+        ({"service.name": "api", "tenant.id": "ac\x00me"}, "invalid_text"),
+        ({"service.name": "api", "tenant.id": "t" * 257}, "oversized_dimension"),
+        ({"service.name": "api", "deployment.environment.name": "pr\x00d"}, "invalid_text"),
+        ({"service.name": "api", "deployment.environment": "e" * 300}, "oversized_dimension"),
+    ],
+)
+def test_resource_dimensions_must_fit_the_database(encoding, resource, reason):
+    value, _ = record(GOOD, PLAIN, encoding=encoding, resource=resource)
+    result = decode(value, headers=headers_for(encoding))
+    assert result.calls == []
+    assert [d.reason for d in result.dead_letters] == [reason]
+    assert result.counters.skipped_non_genai == 1
+
+
+def test_span_environment_must_fit_the_database(encoding):
+    resource = {"service.name": "api"}  # no environment: the span's is read
+    for env, reason in (("pr\x00d", "invalid_text"), ("e" * 257, "oversized_dimension")):
+        value, _ = record(
+            GOOD, _bad({"gen_ai.environment": env}), encoding=encoding, resource=resource
+        )
+        result = decode(value, headers=headers_for(encoding))
+        assert [d.reason for d in result.dead_letters] == [reason]
+        assert len(result.calls) == 1
+
+
+def test_dimension_rejects_name_the_field(encoding):
+    value, _ = record(
+        _bad({"gen_ai.request.model": "m" * 5_000}),
+        _bad({"gen_ai.conversation.id": "s\x00"}),
+        encoding=encoding,
+    )
+    result = decode(value, headers=headers_for(encoding))
+    (big, nul) = result.dead_letters
+    assert big.reason == "oversized_dimension" and big.detail.startswith("model is 5000 bytes")
+    assert nul.reason == "invalid_text" and nul.detail.startswith("session_id ")
+
+
+def _json_record(span_attrs: dict, resource_attrs: dict, trace_id: str = "ab" * 16) -> bytes:
+    """An OTLP/JSON record written by hand: JSON can spell what protobuf cannot."""
+
+    def kvs(attrs):
+        return [{"key": k, "value": {"stringValue": v}} for k, v in attrs.items()]
+
+    good_span = {
+        "traceId": "cd" * 16,
+        "spanId": "02" * 8,
+        "startTimeUnixNano": str(START_NS),
+        "endTimeUnixNano": str(END_NS),
+        "attributes": kvs({"gen_ai.request.model": "gpt-4o"}),
+    }
+    bad_span = {**good_span, "traceId": trace_id, "spanId": "01" * 8, "attributes": kvs(span_attrs)}
+    return json.dumps(
+        {
+            "resourceSpans": [
+                {
+                    "resource": {"attributes": kvs(resource_attrs)},
+                    "scopeSpans": [{"scope": {"name": "t"}, "spans": [bad_span, good_span]}],
+                }
+            ]
+        }
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("span_attrs", "resource_attrs", "trace_id", "reason"),
+    [
+        # a lone surrogate has no UTF-8 form: the database driver cannot send it
+        ({"gen_ai.request.model": "gpt\ud800"}, {}, "ab" * 16, "invalid_text"),
+        ({"gen_ai.request.model": "o3", "session.id": "\udfff"}, {}, "ab" * 16, "invalid_text"),
+        (
+            {"gen_ai.request.model": "o3", "gen_ai.agent.name": "a\u0000"},
+            {},
+            "ab" * 16,
+            "invalid_text",
+        ),
+        ({"gen_ai.request.model": "o3"}, {"service.name": "\ud83d"}, "ab" * 16, "invalid_text"),
+        # the trace id becomes the session id of a span without one
+        ({"gen_ai.request.model": "o3"}, {}, "ab" * 129, "oversized_dimension"),
+    ],
+)
+def test_json_only_text_that_cannot_reach_the_database(
+    span_attrs, resource_attrs, trace_id, reason
+):
+    value = _json_record(span_attrs, resource_attrs, trace_id)
+    result = decode(value, headers=JSON_HEADER)
+    if "service.name" in resource_attrs:  # both spans of the resource
+        assert [d.reason for d in result.dead_letters] == [reason, reason]
+        assert result.calls == []
+    else:
+        assert [d.reason for d in result.dead_letters] == [reason]
+        assert [c.model for c in result.calls] == ["gpt-4o"]
+
+
+@pytest.mark.parametrize("size", [16, 128, 129, 2_000])
+def test_trace_id_is_a_bounded_dimension(size):
+    """OTLP trace ids are 16 bytes, but nothing on the wire enforces it; a long one
+    would become the session id (``trace:<hex>``) of a span without one."""
+    data = TracesData()
+    rs = data.resource_spans.add()
+    kv = rs.resource.attributes.add()
+    kv.key, kv.value.string_value = "service.name", "api"
+    span = rs.scope_spans.add().spans.add()
+    span.trace_id, span.span_id = b"\x07" * size, b"\x01" * 8
+    span.start_time_unix_nano, span.end_time_unix_nano = START_NS, END_NS
+    kv = span.attributes.add()
+    kv.key, kv.value.string_value = "gen_ai.request.model", "gpt-4o"
+    result = decode(data.SerializeToString())
+    if size * 2 <= 256:
+        assert result.dead_letters == [] and len(result.calls) == 1
+    else:
+        assert [d.reason for d in result.dead_letters] == ["oversized_dimension"]
+        assert result.dead_letters[0].detail.startswith("trace_id ")
 
 
 def test_oversized_resource_tenant_rejects_every_genai_span_of_the_resource(encoding):
@@ -776,6 +957,22 @@ def check_invariants(result, value, headers) -> None:
             "error_type",
         ):
             assert isinstance(getattr(call, name), str), name
+        # Every text that reaches a TimescaleDB column can be stored and indexed there.
+        for name in (
+            "tenant",
+            "service",
+            "environment",
+            "provider",
+            "model",
+            "agent",
+            "tool",
+            "session_id",
+            "trace_id",
+            "error_type",
+        ):
+            text = getattr(call, name)
+            assert "\x00" not in text, name
+            assert len(text.encode("utf-8")) <= Limits().max_dimension_bytes, name
         assert call.end_ns > 0
 
 

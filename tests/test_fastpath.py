@@ -370,6 +370,34 @@ def test_windows_and_price_days_around_midnight():
         (chat(gen_ai__agent__name="a" * 20_000), "oversized_attribute"),
         (chat(**{"error.type": "e" * 20_000}), "oversized_attribute"),
         (chat(**{"gen_ai.environment": "e" * 20_000}), "oversized_attribute"),
+        # dimensions must fit a TimescaleDB unique key: at most max_dimension_bytes (256)
+        (chat(gen_ai__request__model="m" * 257), "oversized_dimension"),
+        (chat(gen_ai__request__model="m" * 5_000), "oversized_dimension"),
+        (chat(gen_ai__request__model="é" * 129), "oversized_dimension"),  # bytes, not chars
+        (chat(gen_ai__request__model=" " * 300 + "gpt-4o"), "oversized_dimension"),  # unstripped
+        (chat(gen_ai__response__model="m" * 257), "oversized_dimension"),
+        (chat(gen_ai__conversation__id="s" * 257), "oversized_dimension"),
+        (chat(gen_ai__provider__name="p" * 257), "oversized_dimension"),
+        (chat(gen_ai__agent__name="a" * 257), "oversized_dimension"),
+        (chat(gen_ai__tool__name="t" * 257), "oversized_dimension"),
+        (chat(**{"error.type": "e" * 257}), "oversized_dimension"),
+        (chat(**{"gen_ai.environment": "e" * 257}), "oversized_dimension"),
+        (chat(gen_ai__request__model=b"\x01" * 129), "oversized_dimension"),  # hex of bytes
+        # ... and hold no NUL: PostgreSQL text cannot
+        (chat(gen_ai__request__model="gpt\x00-4o"), "invalid_text"),
+        (chat(gen_ai__request__model="\x00"), "invalid_text"),
+        (chat(gen_ai__response__model="\x00o3"), "invalid_text"),
+        (chat(gen_ai__conversation__id="s\x00"), "invalid_text"),
+        (chat(gen_ai__provider__name="open\x00ai"), "invalid_text"),
+        (chat(gen_ai__agent__name="a\x00"), "invalid_text"),
+        (chat(gen_ai__tool__name="t\x00"), "invalid_text"),
+        (chat(**{"error.type": "E\x00"}), "invalid_text"),
+        (chat(**{"gen_ai.environment": "prod\x00"}), "invalid_text"),
+        (chat(**{"traceloop.span.kind": "agent", "traceloop.entity.name": "\x00"}), "invalid_text"),
+        # the first check that fails decides: size before content
+        (chat(gen_ai__request__model="\x00" * 257), "oversized_dimension"),
+        (chat(gen_ai__request__model="\x00" * 20_000), "oversized_attribute"),
+        (chat(gen_ai__request__model="m\x00", gen_ai__agent__name="a" * 257), "invalid_text"),
         (chat(**{"langfuse.observation.usage_details": "{not json"}), "invalid_attribute"),
         (chat(**{"langfuse.observation.usage_details": "[1, 2]"}), "invalid_attribute"),
         (chat(**{"langfuse.observation.usage_details": "12"}), "invalid_attribute"),
@@ -408,6 +436,14 @@ def test_span_rejects(attrs, reason):
         ({"service.name": "api", "tenant.id": "t" * 16_385}, "oversized_attribute"),
         ({"service.name": "api", "deployment.environment": "x" * 16_385}, "oversized_attribute"),
         ({"service.name": "ü" * 8_200, "tenant.id": "acme"}, "oversized_attribute"),
+        ({"service.name": "s" * 257, "tenant.id": "acme"}, "oversized_dimension"),
+        ({"service.name": "ü" * 129, "tenant.id": "acme"}, "oversized_dimension"),
+        ({"service.name": "api", "tenant.id": "t" * 257}, "oversized_dimension"),
+        ({"service.name": "api", "deployment.environment": "x" * 257}, "oversized_dimension"),
+        ({"service.name": "api\x00", "tenant.id": "acme"}, "invalid_text"),
+        ({"service.name": "api", "tenant.id": "\x00"}, "invalid_text"),
+        ({"service.name": "api", "deployment.environment.name": "p\x00"}, "invalid_text"),
+        ({"service.name": "api", "tenant.id": "t\x00" * 200}, "oversized_dimension"),
     ],
 )
 def test_resource_rejects(resource, reason):
@@ -415,6 +451,71 @@ def test_resource_rejects(resource, reason):
     result = both(decoder(), [rec], native=1)
     assert reasons(result) == [reason]
     assert result.counters.skipped_non_genai == 1
+
+
+@pytest.mark.parametrize(
+    ("tenant", "reason"),
+    [("t" * 256, None), ("t" * 257, "oversized_dimension"), ("t\x00", "invalid_text"), (7, None)],
+)
+def test_span_tenant_is_a_dimension(tenant, reason):
+    spans = [make_span(chat(**{"tenant.id": tenant})), make_span(chat())]
+    result = both(decoder(), [record(*spans, resource={"service.name": "api"})], native=1)
+    assert reasons(result) == ([reason] if reason else [])
+
+
+def test_nul_at_every_position_of_short_and_long_values():
+    """The native NUL scan reads words of 4 and 8 bytes: a NUL in every place of
+    values of every length up to 40, among bytes like 0x01, 0x80 and 0xff."""
+    fillers = ["m", "\x01", "\x7f", "\x80", "\xff", "é", "\u0100", "\U0010ffff"]
+    spans, bad = [], 0
+    for n in range(0, 41):
+        for filler in fillers:
+            clean = (filler * n).encode()[:n].decode("utf-8", "ignore")
+            spans.append(make_span(chat(gen_ai__agent__name=clean or _DROP)))
+            for at in range(len(clean) + 1):
+                spans.append(make_span(chat(gen_ai__agent__name=clean[:at] + "\x00" + clean[at:])))
+                bad += 1
+    result = both(decoder(), [record(*spans)], native=1)
+    assert reasons(result) == ["invalid_text"] * bad
+
+
+def test_dimension_values_at_the_limits_are_kept():
+    attrs = chat(
+        gen_ai__request__model="m" * 256,
+        gen_ai__conversation__id="é" * 128,  # 256 bytes
+        gen_ai__agent__name="\x01\x1f\x7f",  # control characters other than NUL are text
+        **{"gen_ai.tool.call.arguments": '{"q": "\x00"}'},  # not a dimension: hashed
+        **{"gen_ai.response.finish_reasons": ["st\x00p"]},  # not a dimension: not stored
+    )
+    resource = {"service.name": "s" * 256, "tenant.id": "t" * 256}
+    result = both(decoder(), [record(make_span(attrs), resource=resource)], native=1)
+    assert reasons(result) == [] and result.counters.normalized == 1
+
+
+@pytest.mark.parametrize("limit", [0, 3, 31, 32, 64, 255, 256, 257, 1024, 20_000])
+def test_dimension_limit_settings(limit):
+    spans = [
+        make_span(chat(gen_ai__request__model="m" * n, gen_ai__agent__name="é" * (n // 2)))
+        for n in (0, 1, 2, 3, 4, 31, 32, 33, 63, 64, 65, 255, 256, 257, 1000)
+    ]
+    result = both(decoder(limits=Limits(max_dimension_bytes=limit)), [record(*spans)], native=1)
+    assert set(reasons(result)) <= {"oversized_dimension"}
+
+
+@pytest.mark.parametrize("size", [0, 1, 16, 127, 128, 129, 500, 4096])
+def test_trace_id_length_is_a_dimension(size):
+    """OTLP trace ids are 16 bytes but nothing enforces it; the hex becomes the
+    session id (``trace:<hex>``) of a span without one, and is stored."""
+    spans = [
+        make_span(chat(gen_ai__conversation__id=_DROP), trace_id=b"\x07" * size),
+        make_span({"http.method": "GET"}, trace_id=b"\x07" * size),  # skipped before the check
+        make_span(chat()),
+    ]
+    result = both(decoder(), [record(*spans)], native=1)
+    assert reasons(result) == (["oversized_dimension"] if size * 2 > 256 else [])
+    assert result.counters.skipped_non_genai == 1
+    for limit in {2 * size, max(2 * size - 1, 0)}:
+        both(decoder(limits=Limits(max_dimension_bytes=limit)), [record(*spans)], native=1)
 
 
 @pytest.mark.parametrize(
@@ -776,9 +877,13 @@ def tool_spans():
     return spans
 
 
+#: Dimensions up to 1 KiB: every tool name of TOOL_NAMES is kept, so the cut is exercised.
+WIDE = Limits(max_dimension_bytes=1024)
+
+
 def test_tool_key_of_the_stats_is_equal_in_both_paths():
     rec = record(*tool_spans())
-    result = both(decoder(), [rec], native=1)
+    result = both(decoder(limits=WIDE), [rec], native=1)
     tools = {key[5] for key, _ in result.partials}
     assert {"search_web", "x" * 128, "é" * 128, "a" * 127 + "日", "😀" * 128} <= tools
     assert {len(t) for t in tools} <= set(range(129))
@@ -789,6 +894,16 @@ def test_tool_key_of_the_stats_is_equal_in_both_paths():
         both(decoder(limits=Limits(max_attribute_bytes=max_attr)), [rec], native=1)
 
 
+def test_tool_names_longer_than_a_dimension_are_dead_lettered():
+    """Within max_dimension_bytes a long tool name is cut to 128 characters in
+    the key; beyond it the span is dead-lettered, like any other dimension."""
+    result = both(decoder(), [record(*tool_spans())], native=1)
+    # "é" * 130, "日本" * 100 and "😀" * 129 are 260, 600 and 516 bytes
+    assert reasons(result) == ["oversized_dimension"] * 3
+    tools = {key[5] for key, _ in result.partials}
+    assert {"search_web", "x" * 128, "a" * 127 + "日", "y" * 128, "z" * 128} <= tools
+
+
 def test_tool_key_of_calls_the_python_decoder_read():
     """JSON records are decoded in Python and folded into the native accumulators."""
     from google.protobuf import json_format
@@ -796,8 +911,10 @@ def test_tool_key_of_calls_the_python_decoder_read():
     data = TracesData()
     data.ParseFromString(record(*tool_spans()))
     as_json = json_format.MessageToJson(data).encode()
-    result = both(decoder(), [as_json, record(*tool_spans())], native=1)
+    result = both(decoder(limits=WIDE), [as_json, record(*tool_spans())], native=1)
     assert {key[5] for key, _ in result.partials} >= {"search_web", "😀" * 128}
+    result = both(decoder(), [as_json, record(*tool_spans())], native=1)
+    assert reasons(result) == ["oversized_dimension"] * 6
 
 
 def test_values_left_to_python_are_exact():
@@ -846,9 +963,11 @@ def test_values_left_to_python_are_exact():
         chat(**{"error.type": 0}),
         chat(**{"error.type": ""}),
         chat(**{"deployment.environment": 1.5}),
+        chat(gen_ai__request__model=["gpt\x00"]),  # str() of a list escapes the NUL
+        chat(gen_ai__provider__name="Ö\x00"),
     ]
     rec = [record(make_span(attrs)) for attrs in cases]
-    for limits in (Limits(), Limits(max_attribute_bytes=3)):
+    for limits in (Limits(), Limits(max_attribute_bytes=3), Limits(max_dimension_bytes=3)):
         both(decoder(limits=limits), rec)
 
 
@@ -1030,6 +1149,26 @@ texts = st.one_of(
         ]
     ),
 )
+#: Dimension values at the edges of what TimescaleDB can store and index:
+#: NUL, other control characters, and lengths around the dimension limit (256 bytes).
+dimension_hazards = st.sampled_from(
+    ["\x00", "gpt\x00-4o", "\x01\x1f", "m" * 256, "m" * 257, "é" * 128, "é" * 129, "😀" * 64]
+)
+DIMENSION_KEYS = sorted(
+    {
+        *dialects.PROVIDER,
+        *dialects.RESPONSE_MODEL,
+        *dialects.REQUEST_MODEL,
+        *dialects.AGENT,
+        *dialects.TOOL,
+        *dialects.SESSION,
+        *dialects.ERROR_TYPE,
+        *dialects.ENVIRONMENT,
+        dialects.TRACELOOP_ENTITY,
+        "tenant.id",
+        "team",
+    }
+)
 numbers = st.one_of(
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.sampled_from([0, 1, 2, 5, 1000, 49_999_999, 50_000_000, 50_000_001]),
@@ -1094,7 +1233,7 @@ attr_lists = st.lists(st.tuples(st.sampled_from(ALL_KEYS), any_value), max_size=
 resource_attrs = st.lists(
     st.tuples(
         st.sampled_from(["service.name", "tenant.id", "team", *dialects.ENVIRONMENT, "host"]),
-        values,
+        values | dimension_hazards,
     ),
     max_size=5,
 )
@@ -1107,6 +1246,8 @@ times = st.one_of(
 @st.composite
 def spans(draw):
     attrs = draw(attr_lists)
+    if draw(st.integers(0, 3)) == 0:
+        attrs.append((draw(st.sampled_from(DIMENSION_KEYS)), draw(dimension_hazards)))
     if draw(st.booleans()):  # mostly GenAI spans
         attrs.insert(0, ("gen_ai.request.model", draw(st.sampled_from(["gpt-4o", "o3", ""]))))
     start, end = draw(st.sampled_from([(START_NS, END_NS), None])) or (draw(times), draw(times))
@@ -1115,7 +1256,9 @@ def spans(draw):
         start=start,
         end=end,
         code=draw(st.sampled_from([0, 0, 1, 2])),
-        trace_id=draw(st.sampled_from([b"", b"\x00" * 16, b"\xab" * 16, b"\x01\x02"])),
+        trace_id=draw(
+            st.sampled_from([b"", b"\x00" * 16, b"\xab" * 16, b"\x01\x02", b"\x07" * 129])
+        ),
     )
 
 
@@ -1133,12 +1276,13 @@ def records(draw):
 
 
 decoders = st.builds(
-    lambda tenant_keys, max_attr, max_tokens, max_cost, skew: decoder(
+    lambda tenant_keys, max_attr, max_dim, max_tokens, max_cost, skew: decoder(
         tenant_keys=tenant_keys,
         limits=Limits(
             max_tokens=max_tokens,
             max_cost_usd=max_cost,
             max_attribute_bytes=max_attr,
+            max_dimension_bytes=max_dim,
             max_past_skew_s=skew,
             max_future_skew_s=skew,
         ),
@@ -1146,6 +1290,7 @@ decoders = st.builds(
     ),
     st.sampled_from([("tenant.id",), ("tenant.id", "team"), (), ("gen_ai.system",)]),
     st.sampled_from([16_384, 40, 8, 2, 0]),
+    st.sampled_from([256, 256, 16_384, 40, 3, 0]),
     st.sampled_from([50_000_000, 1000, 0]),
     st.sampled_from([100_000.0, 0.01, 0.0]),
     st.sampled_from([0.0, 0.0, 3600.0]),

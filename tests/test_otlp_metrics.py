@@ -879,7 +879,38 @@ POINT_REJECTS: list[tuple[str, str, Callable[[dict], None], bool]] = [
         lambda d: _set_attr(_duration_points(d)[1], "gen_ai.request.model", "m" * 20_000),
         True,
     ),
+    # Dimensions must fit TimescaleDB: no NUL, at most max_dimension_bytes (256).
+    (
+        "model_5kb",
+        "oversized_dimension",
+        lambda d: _set_attr(_duration_points(d)[1], "gen_ai.request.model", "m" * 5_000),
+        True,
+    ),
+    (
+        "model_nul",
+        "invalid_text",
+        lambda d: _set_attr(_duration_points(d)[1], "gen_ai.request.model", "gpt\x00-4o"),
+        True,
+    ),
+    (
+        "provider_nul",
+        "invalid_text",
+        lambda d: _set_attr(_token_points(d)[1], "gen_ai.provider.name", "\x00"),
+        True,
+    ),
+    (
+        "error_type_long",
+        "oversized_dimension",
+        lambda d: _set_attr(_duration_points(d)[1], "error.type", "E" * 257),
+        True,
+    ),
     # OTLP/JSON only: values protobuf cannot hold.
+    (
+        "model_lone_surrogate",
+        "invalid_text",
+        lambda d: _set_attr(_duration_points(d)[1], "gen_ai.request.model", "gpt\ud800"),
+        False,
+    ),
     (
         "negative_count",
         "invalid_metric",
@@ -936,6 +967,23 @@ def test_a_bad_point_is_dead_lettered_alone(monkeypatch, encoding, reason, mutat
     again = decode(dead.value, encoding)
     assert [d.reason for d in again.dead_letters] == [reason]
     assert (again.counters.points, again.counters.dead_lettered_points) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("service.name", "chat\x00api", "invalid_text"),
+        ("service.name", "s" * 257, "oversized_dimension"),
+        ("tenant.id", "\x00", "invalid_text"),
+        ("tenant.id", "t" * 5_000, "oversized_dimension"),
+    ],
+)
+def test_resource_dimensions_must_fit_the_database(monkeypatch, encoding, key, value, reason):
+    data = _good_dict(monkeypatch)
+    _set_attr(data["resourceMetrics"][0]["resource"], key, value)
+    result = decode(from_dict(data, encoding), encoding)
+    assert [d.reason for d in result.dead_letters] == [reason] * 4
+    assert result.points == []
 
 
 @pytest.mark.parametrize(

@@ -148,6 +148,9 @@ pub struct Config {
     pub max_tokens: i64,
     pub max_cost: f64,
     pub max_attr: usize,
+    /// `Limits.max_dimension_bytes`: the longest dimension value (UTF-8 bytes),
+    /// and trace id (hex), a span may carry.
+    pub max_dim: usize,
     pub past_skew: f64,
     pub future_skew: f64,
     pub log_gamma: f64,

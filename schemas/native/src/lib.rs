@@ -191,11 +191,12 @@ fn build_config(d: &Bound<'_, PyDict>) -> PyResult<Config> {
         tool_operation: l("tool_operation")?,
         status_error: get(d, "status_error")?,
     };
-    let (max_tokens, max_cost, max_attr, past, future): (i64, f64, usize, f64, f64) =
-        get(d, "limits")?;
+    type Limits = (i64, f64, usize, usize, f64, f64);
+    let (max_tokens, max_cost, max_attr, max_dim, past, future): Limits = get(d, "limits")?;
     cfg.max_tokens = max_tokens;
     cfg.max_cost = max_cost;
     cfg.max_attr = max_attr;
+    cfg.max_dim = max_dim;
     cfg.past_skew = past;
     cfg.future_skew = future;
     cfg.clock_needed = past != 0.0 || future != 0.0;

@@ -494,12 +494,22 @@ fn make_call<'a>(
             );
         }
     }
+    // dialects.check_trace_id: the hex is two bytes a byte
+    if s.trace_id.len() * 2 > cfg.max_dim {
+        return reject(
+            "oversized_dimension",
+            format!(
+                "trace_id is {} bytes (max_dimension_bytes is {})",
+                s.trace_id.len() * 2,
+                cfg.max_dim
+            ),
+        );
+    }
     let k = &cfg.k;
-    let max = cfg.max_attr;
     // The keyword arguments of build_call, in order: tenant, service, environment.
     let tenant = tenant(cfg, a, r)?;
     let service = match r.value(k.service_name) {
-        Some(v) if v.truthy() => checked_text(Some(v), "service", max)?,
+        Some(v) if v.truthy() => checked_text(cfg, Some(v), "service")?,
         _ => Cow::Borrowed(""),
     };
     let environment = k
@@ -508,7 +518,7 @@ fn make_call<'a>(
         .find_map(|&key| r.value(key).filter(|v| v.truthy()));
     // Only whether it is empty matters later (str() of a truthy value never is).
     let env_nonempty = environment.is_some();
-    checked_text(environment, "environment", max)?;
+    checked_text(cfg, environment, "environment")?;
     let mut call = build_call(cfg, a, s, tenant, service, env_nonempty)?;
     // PriceTable.apply
     if !call.model.is_empty() {
@@ -541,7 +551,7 @@ fn tenant<'a>(cfg: &'a Config, a: &Attrs<'a, '_>, r: &Attrs<'a, '_>) -> Result<C
         }
         if let Some(v) = v {
             if !v.is_none_or_empty_str() {
-                return checked_text(Some(v), "tenant", cfg.max_attr);
+                return checked_text(cfg, Some(v), "tenant");
             }
         }
     }
@@ -645,18 +655,68 @@ fn as_cost(v: Option<&Val>, field: &str, max_cost: f64) -> Result<Option<f64>, S
     Ok(Some(cost))
 }
 
-/// `dialects.checked_text`: the limit is on UTF-8 bytes.
-fn checked_text<'a>(v: Option<&Val<'a>>, field: &str, max: usize) -> Result<Cow<'a, str>, Stop> {
+/// `dialects.checked_text`: a dimension that TimescaleDB can store and index.
+/// The same checks in the same order: the attribute limit, the dimension
+/// limit (both on UTF-8 bytes), then NUL, which PostgreSQL text cannot hold.
+/// (Python also rejects lone surrogates; a validated record has none.)
+fn checked_text<'a>(cfg: &Config, v: Option<&Val<'a>>, field: &str) -> Result<Cow<'a, str>, Stop> {
     match v {
         None | Some(Val::Unset) => Ok(Cow::Borrowed("")),
         Some(v) => {
             let text = text_of(v)?;
-            if text.len() > max {
-                return reject("oversized_attribute", format!("{field} is too long"));
+            let size = text.len();
+            if size > cfg.max_attr {
+                return reject("oversized_attribute", format!("{field} is {size} bytes"));
+            }
+            if size > cfg.max_dim {
+                return reject(
+                    "oversized_dimension",
+                    format!(
+                        "{field} is {size} bytes (max_dimension_bytes is {})",
+                        cfg.max_dim
+                    ),
+                );
+            }
+            if has_nul(text.as_bytes()) {
+                return reject("invalid_text", format!("{field} holds a NUL character"));
             }
             Ok(text)
         }
     }
+}
+
+/// Whether a string holds a NUL byte, a word at a time: dimensions are a few
+/// dozen bytes, where `[u8]::contains` (a byte at a time) cost 2% of the whole
+/// decode, more than the rest of `checked_text`. Exact: `x - 0x01.. & !x &
+/// 0x80..` is non-zero if and only if some byte of `x` is 0.
+#[inline]
+fn has_nul(b: &[u8]) -> bool {
+    #[inline(always)]
+    fn zero_in_u64(x: u64) -> bool {
+        x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080 != 0
+    }
+    #[inline(always)]
+    fn zero_in_u32(x: u32) -> bool {
+        x.wrapping_sub(0x0101_0101) & !x & 0x8080_8080 != 0
+    }
+    let n = b.len();
+    if n < 8 {
+        if n < 4 {
+            return b.contains(&0);
+        }
+        let first = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let last = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
+        return zero_in_u32(first) || zero_in_u32(last); // the two may overlap
+    }
+    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+    let mut i = 0;
+    while i + 8 <= n {
+        if zero_in_u64(word(i)) {
+            return true;
+        }
+        i += 8;
+    }
+    i < n && zero_in_u64(word(n - 8)) // the tail, overlapping the last word read
 }
 
 /// `map.get(str(value), "other")` for a truthy value. Python checks at
@@ -890,24 +950,23 @@ fn build_call<'a>(
     };
 
     // LlmCall(...) arguments, in order.
-    let max = cfg.max_attr;
     if !env_nonempty {
-        checked_text(a.first(&k.environment), "environment", max)?;
+        checked_text(cfg, a.first(&k.environment), "environment")?;
     }
     let provider = match a.first(&k.provider) {
-        Some(p) if p.truthy() => normalize_provider(cfg, checked_text(Some(p), "provider", max)?)?,
+        Some(p) if p.truthy() => normalize_provider(cfg, checked_text(cfg, Some(p), "provider")?)?,
         _ => Cow::Borrowed(""),
     };
-    let model = match checked_text(model, "model", max)? {
+    let model = match checked_text(cfg, model, "model")? {
         Cow::Borrowed(m) => Cow::Borrowed(py_strip(m)),
         Cow::Owned(m) => Cow::Owned(py_strip(&m).to_owned()),
     };
-    let agent = checked_text(agent, "agent", max)?;
-    let tool = checked_text(tool, "tool", max)?;
+    let agent = checked_text(cfg, agent, "agent")?;
+    let tool = checked_text(cfg, tool, "tool")?;
     let tool_args_hash = Cow::Owned(args_hash(a.first(&k.tool_args))?);
-    let session_id = checked_text(a.first(&k.session), "session_id", max)?;
+    let session_id = checked_text(cfg, a.first(&k.session), "session_id")?;
     let ttft = ttft_ms(cfg, a, s.start, s.end)?;
-    checked_text(error_value, "error_type", max)?;
+    checked_text(cfg, error_value, "error_type")?;
 
     Ok(Call {
         tenant,
