@@ -48,7 +48,7 @@ from bench import common
 from observatory.flows.kafka_io import produce
 from observatory.flows.receiver import AlertReceiver
 from observatory.flows.simulate import SPANS_PER_CALL, make_records
-from observatory.flows.traffic import NS, Incident, Simulator
+from observatory.flows.traffic import NS, Incident, Simulator, seasonal_factor
 
 LIMIT = 25  # detectors.runaway_loop.max_identical_tool_calls (the default)
 WINDOW_S = 60  # pipeline.window_seconds (the default)
@@ -155,6 +155,29 @@ def shifted(value: bytes, offsets: list[int], delta_ns: int) -> bytes:
     return bytes(out)
 
 
+def thin_to(records: list, spans: float, seed: int = 3) -> list:
+    """A random subset of the records, in their order, holding about ``spans`` spans.
+
+    >>> records = [(t, b"", 50) for t in range(100)]
+    >>> kept = thin_to(records, 2000)
+    >>> sum(r[2] for r in kept), kept == sorted(kept)
+    (2000, True)
+    """
+    total = sum(r[2] for r in records)
+    if total <= spans:
+        return records
+    rng = random.Random(seed)
+    order = list(range(len(records)))
+    rng.shuffle(order)
+    keep, count = set(), 0
+    for i in order:
+        if count >= spans:
+            break
+        keep.add(i)
+        count += records[i][2]
+    return [r for i, r in enumerate(records) if i in keep]
+
+
 def produce_paced(
     background, loops, start_ns: int, duration_s: float, topic: str, bootstrap: str
 ) -> int:
@@ -246,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     time.sleep(5)  # let the flow connect before traffic starts
 
-    start = time.time() + 40  # time to prepare the traffic
+    start = time.time() + 75  # time to prepare the traffic
     step_s = 2.0  # one identical tool call every 2 s (30 a minute)
     loops = [
         Incident(
@@ -263,19 +286,27 @@ def main(argv: list[str] | None = None) -> int:
     duration_s = 45 + LOOP_GAP_S * (args.loops - 1) + LOOP_S + 40
     # Background: TEMPLATE_S seconds generated once with the SDK (it cannot make
     # 10k spans/s live on this machine), replayed with shifted timestamps.
-    rate = {"calls_per_minute": args.spans_per_second * 60 / SPANS_PER_CALL}
+    # The daily cycle and the calls' varying span counts make the simulator's rate
+    # approximate: generate more than needed, then keep records up to the target.
+    wanted = args.spans_per_second * TEMPLATE_S
     template = Simulator(
         start_ns=int(start * NS),
         end_ns=int((start + TEMPLATE_S) * NS),
         seed=5,
         keep_truth=False,
-        **rate,
+        calls_per_minute=1.6
+        * args.spans_per_second
+        * 60
+        / SPANS_PER_CALL
+        / seasonal_factor(int(start * NS)),
     )
     template_end = int((start + TEMPLATE_S) * NS)
     # Only whole records inside the template, in time order, so periods do not overlap.
-    background = sorted(
-        r for r in _records(template.stream(), template.summary) if r[0] <= template_end
+    background = thin_to(
+        sorted(r for r in _records(template.stream(), template.summary) if r[0] <= template_end),
+        wanted,
     )
+    log(f"background template: {sum(r[2] for r in background) / TEMPLATE_S:,.0f} spans/s")
     loop_sim = Simulator(
         start_ns=int(start * NS),
         end_ns=int((start + duration_s) * NS),
