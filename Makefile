@@ -43,8 +43,8 @@ demo: venv ## set up everything, run the pipeline on simulated traffic with inci
 test: venv infra-up ## set up everything and run the whole test suite against the real services
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-faults: venv ## the fault suite: own Kafka + PostgreSQL (ports 9192, 5533), stopped and restarted mid-run
-	@$(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)
+test-faults: venv ## the fault suite at full load: own Kafka + PostgreSQL (ports 9192, 5533), stopped and restarted mid-run
+	@OBSERVATORY_FAULTS_SCALE=full $(BIN)/python -m pytest tests/faults $(PYTEST_ARGS)
 
 test-unit: venv ## only the tests that need no services
 	@$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
