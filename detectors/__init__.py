@@ -3,8 +3,8 @@
 - :mod:`.base`: :class:`Point`, :class:`Verdict`, the :class:`Detector`
   protocol, :class:`Thresholded` (score, decide, learn), :class:`KeyedDetectors`
   and :func:`run_series`;
-- :mod:`.robust`: :class:`RobustZScore` (cost, latency) and
-  :class:`PerCallRatio` (tokens per call);
+- :mod:`.robust`: :class:`RobustZScore` (cost), :class:`QuantileZScore`
+  (p95 latency) and :class:`PerCallRatio` (tokens per call);
 - :mod:`.rate`: :class:`RateSurge` (error rates, binomial);
 - :mod:`.river_models`: :class:`HalfSpaceTreesDetector`, River's model as the
   measured alternative;
@@ -25,7 +25,7 @@ from observatory.detectors.base import (
 from observatory.detectors.budget import Budget, BudgetLimit, Spend
 from observatory.detectors.rate import RateSurge
 from observatory.detectors.river_models import HalfSpaceTreesDetector
-from observatory.detectors.robust import PerCallRatio, RobustZScore
+from observatory.detectors.robust import PerCallRatio, QuantileZScore, RobustZScore
 from observatory.detectors.runaway import RunawayLoop, SessionSnapshot
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "KeyedDetectors",
     "PerCallRatio",
     "Point",
+    "QuantileZScore",
     "RateSurge",
     "RobustZScore",
     "RunawayLoop",

@@ -41,7 +41,7 @@ from observatory.detectors.base import Detector, KeyedDetectors, Point, Threshol
 from observatory.detectors.budget import Budget, BudgetLimit, Period, Spend
 from observatory.detectors.rate import RateSurge
 from observatory.detectors.river_models import HalfSpaceTreesDetector
-from observatory.detectors.robust import PerCallRatio, RobustZScore
+from observatory.detectors.robust import PerCallRatio, QuantileZScore, RobustZScore
 from observatory.detectors.runaway import RunawayLoop, SessionSnapshot
 
 __all__ = [
@@ -159,11 +159,14 @@ class CostSpikeConfig(_SeriesKind):
     """Spend per window per (tenant, service, model) and per tenant, in USD."""
 
     # Heavy-tailed spend: one huge call can make a single window 10+ sigma, so
-    # a window alone never alerts (spans 2-3, each residual clipped at 4 sigma);
+    # a window alone never alerts (runs of 2+, each residual clipped at 4 sigma);
     # 5.0 is just above the worst run of a quiet day, $0.30/min the materiality.
+    # Runs of 4 and 6 windows catch a sustained x10 on a sparse key whose own
+    # minutes swing x5-9 (bursts of long sessions): its windows score ~3 each,
+    # a 3-window run 4.9 and no more, so with spans [2, 3] it was never flagged.
     sensitivity: float = Field(default=5.0, gt=0)
     min_effect: float = Field(default=0.30, ge=0)  # USD per window: $0.30 a minute = $18 an hour
-    spans: list[int] = Field(default_factory=lambda: [2, 3], min_length=1)
+    spans: list[int] = Field(default_factory=lambda: [2, 3, 4, 6], min_length=1)
     #: Added to the spend before the log, so that near-zero windows are not huge ratios.
     offset_usd: float = Field(default=0.01, ge=0)
     severity: Severity = "error"
@@ -172,12 +175,19 @@ class CostSpikeConfig(_SeriesKind):
 class LatencyAnomalyConfig(_SeriesKind):
     """p95 latency and p95 time-to-first-token per (provider, model), in ms."""
 
-    # A p95 over >= 20 calls is well behaved: quiet days peak near 5, a x2
-    # slowdown scores 10+, so 6 costs no recall; 10 calls gave quiet alerts.
+    # Quiet days peak near 5 (one 2.2x p95 over 19 calls in ~120 h of simulated
+    # traffic reached 6.2), a x2 slowdown scores 10+.
     sensitivity: float = Field(default=6.0, gt=0)
     min_effect: float = Field(default=250.0, ge=0)  # ms
-    #: Windows with fewer calls have a meaningless p95: neither scored nor learned.
-    min_calls: int = Field(default=20, ge=1)
+    #: Windows with fewer calls are neither scored nor learned. A hard floor of
+    #: 20 (the old default) left a model with 15 calls a minute unwatched at
+    #: its quiet hours: a x4 slowdown waited 3-6 windows for a busy one.
+    min_calls: int = Field(default=3, ge=1)
+    #: The p95 of fewer calls is noisier (~1/sqrt(calls)): its residual is
+    #: shrunk by sqrt(calls / full_weight_calls) and it moves the baseline
+    #: less. Above it, window-to-window variation dominates (null: every
+    #: window counts fully, as a plain robust z-score).
+    full_weight_calls: float | None = Field(default=10.0, ge=1)
 
 
 class ErrorSurgeConfig(_Kind):
@@ -191,8 +201,9 @@ class ErrorSurgeConfig(_Kind):
     half_life_windows: float = Field(default=120.0, gt=0)
     #: Fewer calls (pooled over the run scored) are not scored.
     min_calls: int = Field(default=10, ge=1)
-    #: Run lengths (windows) whose errors and calls are pooled and tested.
-    spans: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    #: Run lengths (windows) whose errors and calls are pooled and tested: a
+    #: key with 5 calls a minute needs 3-5 minutes to show a 40 % surge.
+    spans: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)
     #: Baseline rate assumed for a new key, worth ``prior_calls`` calls.
     prior_rate: float = Field(default=0.01, gt=0, lt=1)
     prior_calls: float = Field(default=50.0, ge=0)
@@ -334,8 +345,12 @@ def series_detector(signal: str, cfg: Any) -> Detector:
         return _hst(cfg, offset=offset, min_weight=min_weight)
     # Tokens per call is a mean over calls: residuals scale with sqrt(calls).
     # Cost is a sum, and a p95's noise is not a mean's: plain robust z-scores.
+    extra: dict[str, Any] = {}
     cls = PerCallRatio if kind == "token_anomaly" else RobustZScore
+    if kind == "latency_anomaly" and cfg.full_weight_calls is not None:
+        cls, extra = QuantileZScore, {"full_weight": cfg.full_weight_calls}
     return cls(
+        **extra,
         half_life=cfg.half_life_windows,
         scale_half_life=cfg.scale_half_life_windows,
         warmup=cfg.warmup_windows,

@@ -18,14 +18,16 @@ from pydantic import ValidationError
 from observatory.detectors.base import KeyedDetectors, Point, Thresholded, Verdict, run_series
 from observatory.detectors.budget import Budget, BudgetLimit, Spend, period_bounds
 from observatory.detectors.config import (
+    CostSpikeConfig,
     DetectorsConfig,
+    LatencyAnomalyConfig,
     build_detectors,
     parse_detectors,
     thresholded,
 )
 from observatory.detectors.rate import RateSurge
 from observatory.detectors.river_models import HalfSpaceTreesDetector
-from observatory.detectors.robust import PerCallRatio, RobustZScore
+from observatory.detectors.robust import PerCallRatio, QuantileZScore, RobustZScore
 from observatory.detectors.runaway import RunawayLoop, SessionSnapshot
 
 # -- the contract ----------------------------------------------------------------
@@ -63,6 +65,17 @@ def _tokens(rng: random.Random, i: int, factor: float = 1.0) -> Point:
     return Point(60.0 * i, 2000.0 * mean * factor, float(n))
 
 
+def _p95(rng: random.Random, n: int, factor: float = 1.0, median_ms: float = 900.0) -> float:
+    """The p95 (rank floor(0.95 (n - 1)), as the sketch gives it) of n log-normal latencies."""
+    calls = sorted(median_ms * factor * rng.lognormvariate(0, 0.35) for _ in range(n))
+    return calls[int(0.95 * (n - 1))]
+
+
+def _latency(rng: random.Random, i: int, factor: float = 1.0) -> Point:
+    n = rng.randint(3, 40)
+    return Point(60.0 * i, _p95(rng, n, factor), float(n))
+
+
 def _snapshot(rng: random.Random, i: int, loop: bool = False) -> SessionSnapshot:
     agent = ("planner", "coder")[i % 2]
     calls = rng.randint(2, 10) * (8 if loop else 1)
@@ -88,6 +101,12 @@ CASES = {
         lambda: PerCallRatio(warmup=60),
         lambda rng, i: _tokens(rng, i),
         lambda rng, i: _tokens(rng, i, 4.0),
+        lambda i: Point(60.0 * i, None, 0.0),
+    ),
+    "quantile_z": Case(
+        lambda: QuantileZScore(warmup=60, full_weight=10),
+        lambda rng, i: _latency(rng, i),
+        lambda rng, i: _latency(rng, i, 4.0),
         lambda i: Point(60.0 * i, None, 0.0),
     ),
     "rate_surge": Case(
@@ -277,6 +296,85 @@ def test_keyed_detectors_cap_is_lru_and_state_is_picklable():
     assert sorted(keyed.keys()) == ["b", "d", "e"]
     clone = pickle.loads(pickle.dumps(keyed))
     assert clone.update("b", Point(12.0, 1.0)) == keyed.update("b", Point(12.0, 1.0))
+
+
+# -- latency p95 and cost: what the end-to-end evaluation found ------------------------
+
+
+def test_latency_p95_of_a_low_volume_model_does_not_fire_but_its_slowdown_does():
+    """3 to 18 calls a minute: a p95 of a few calls is noisy, and biased low.
+
+    With the old floor of 20 calls such a model was never scored; now every
+    window of 3+ calls is, with its residual shrunk by sqrt(calls / 10).
+    Two days of ordinary windows stay quiet, and a x4 slowdown is flagged in
+    the very window it starts, on 10 calls.
+    """
+    rng = random.Random(2)
+    th = thresholded("latency_p95", LatencyAnomalyConfig())
+    assert isinstance(th.detector, QuantileZScore)
+    scored = 0
+    for minute in range(2 * 1440):
+        n = sum(rng.random() < 12 * (1 + 0.5 * math.sin(2 * math.pi * minute / 1440)) / 200
+                for _ in range(200))  # fmt: skip
+        if n == 0:
+            continue
+        verdict = th.update(Point(60.0 * minute, _p95(rng, n), float(n)))
+        scored += verdict.score > 0
+        assert not verdict.anomalous, (minute, n, verdict)
+    assert scored > 2000  # quiet hours are watched, not skipped
+    assert th.update(Point(60.0 * 2880, _p95(rng, 10, 4.0), 10.0)).anomalous
+
+
+def _sessions_minute(rng: random.Random, sessions: float) -> tuple[int, float]:
+    """Calls and spend of a minute of one key: Poisson sessions of 1-12 calls ($0.005 each)."""
+    calls, spend = 0, 0.0
+    for _ in range(sum(rng.random() < sessions / 100 for _ in range(100))):
+        for _ in range(max(1, min(int(rng.expovariate(1 / 3)) + 1, 12))):
+            calls += 1
+            spend += 0.005 * rng.lognormvariate(0, 0.5)
+    return calls, spend
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cost_spike_of_many_extra_calls_is_flagged_by_its_second_window(seed):
+    """A sparse key (1.5 sessions a minute) whose minutes swing x5 on their own.
+
+    Two quiet days raise nothing; twenty extra sessions a minute (spend x10+)
+    are flagged in the spike's first or second window.
+    """
+    rng = random.Random(seed)
+    th = thresholded("cost_key", CostSpikeConfig(min_effect=0.05))
+
+    def rate(minute: int) -> float:
+        return 1.5 * (1 + 0.5 * math.sin(2 * math.pi * minute / 1440))
+
+    for minute in range(2 * 1440):
+        calls, spend = _sessions_minute(rng, rate(minute))
+        assert not th.update(Point(60.0 * minute, spend if calls else None, calls)).anomalous
+    flagged = []
+    for w in range(2):
+        minute = 2 * 1440 + w
+        calls, spend = _sessions_minute(rng, rate(minute) + 20)
+        flagged.append(th.update(Point(60.0 * minute, spend, calls)).anomalous)
+    assert any(flagged), flagged
+
+
+def test_a_sustained_spike_scoring_3_a_window_is_caught_by_longer_runs():
+    """Each window of the spike is 2.7 scales up: runs of 2-3 never reach 5, 4-6 do."""
+
+    def run(spans: tuple[int, ...]) -> list[int]:
+        rng = random.Random(4)
+        th = Thresholded(RobustZScore(warmup=60, spans=spans), threshold=5.0)
+        for i in range(600):
+            th.update(Point(60.0 * i, math.exp(rng.gauss(0, 0.7))))
+        scale = th.detector.scale
+        spike = [
+            Point(60.0 * (600 + w), math.exp(th.detector.loc + 2.7 * scale)) for w in range(10)
+        ]
+        return [w for w, x in enumerate(spike) if th.update(x).anomalous]
+
+    assert run((2, 3)) == []
+    assert run((2, 3, 4, 6))[0] == 3
 
 
 # -- RateSurge -------------------------------------------------------------------------
