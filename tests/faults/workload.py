@@ -73,8 +73,10 @@ def simulate(
     malformed_rate: float = 0.0,
     max_spans: int = 50,
 ) -> Workload:
-    """Traffic ending now (so no default skew limit rejects it), as Collector-style records."""
-    end_ns = int(time.time()) // 60 * 60 * NS
+    """Traffic ending at the last midnight UTC, as Collector-style records: recent
+    enough for any skew limit used here, and the same time of day (so the same
+    daily traffic cycle, the same alerts) in every run of a seed."""
+    end_ns = int(time.time()) // 86400 * 86400 * NS
     start_ns = end_ns - int(minutes * 60 * NS)
     planned = []
     if incidents:
