@@ -24,7 +24,6 @@ from observatory.detectors.base import (
 )
 from observatory.detectors.budget import Budget, BudgetLimit, Spend
 from observatory.detectors.rate import RateSurge
-from observatory.detectors.river_models import HalfSpaceTreesDetector
 from observatory.detectors.robust import PerCallRatio, QuantileZScore, RobustZScore
 from observatory.detectors.runaway import RunawayLoop, SessionSnapshot
 
@@ -46,3 +45,12 @@ __all__ = [
     "Verdict",
     "run_series",
 ]
+
+
+def __getattr__(name: str):
+    # River's anomaly module takes ~1 s to import: loaded on first use.
+    if name == "HalfSpaceTreesDetector":
+        from observatory.detectors.river_models import HalfSpaceTreesDetector
+
+        return HalfSpaceTreesDetector
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -40,7 +40,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from observatory.detectors.base import Detector, KeyedDetectors, Point, Thresholded, Verdict
 from observatory.detectors.budget import Budget, BudgetLimit, Period, Spend
 from observatory.detectors.rate import RateSurge
-from observatory.detectors.river_models import HalfSpaceTreesDetector
 from observatory.detectors.robust import PerCallRatio, QuantileZScore, RobustZScore
 from observatory.detectors.runaway import RunawayLoop, SessionSnapshot
 
@@ -315,6 +314,9 @@ def parse_detectors(raw: Any) -> DetectorsConfig:
 
 
 def _hst(cfg: _SeriesKind, *, offset: float = 0.0, min_weight: float = 0.0) -> Detector:
+    # River's anomaly module takes ~1 s to import: only flows that use it pay.
+    from observatory.detectors.river_models import HalfSpaceTreesDetector
+
     return HalfSpaceTreesDetector(
         n_trees=cfg.hst_trees,
         height=cfg.hst_height,
