@@ -102,7 +102,7 @@ def load() -> Scale:
 
 @pytest.fixture(scope="session")
 def steady_workload(load) -> Workload:
-    """200 minutes of event time (≈55k spans at full scale): six dialects, one incident
+    """200 minutes of event time (≈40k spans at full scale): six dialects, one incident
     of every kind (so detectors raise alerts), 1% malformed records (so dead letters
     are written). Simulated once, replayed into a fresh topic by each scenario."""
     return simulate(
