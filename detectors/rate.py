@@ -55,7 +55,11 @@ class RateSurge(Detector):
         Fewer calls (in the run scored) are not scored: a handful of calls
         cannot make an error surge.
     clip
-        Largest learning step, in standard deviations of the error count.
+        Largest learning step, in standard deviations of the error count. It
+        bounds what an incident's first windows, not yet flagged, teach the
+        baseline rate and the over-dispersion: at 4 (the old default) six
+        windows of a 40 % surge on 10 calls a minute raised the dispersion
+        1.6x, the surge's own score fell to 4.5 and it was never flagged.
     spans
         Run lengths scored: the errors and calls of the last ``L`` windows
         are pooled and tested together, for each ``L`` in ``spans``, and the
@@ -95,7 +99,7 @@ class RateSurge(Detector):
         prior_rate: float = 0.01,
         prior_calls: float = 50.0,
         min_calls: float = 10.0,
-        clip: float = 4.0,
+        clip: float = 3.0,
         spans: tuple[int, ...] = (1,),
     ):
         if not spans or min(spans) < 1:

@@ -403,6 +403,23 @@ def test_rate_surge_pools_a_run_of_small_windows():
     assert single.score_one(x) < 4.0 < pooled.score_one(x)
 
 
+def test_rate_surge_not_yet_flagged_does_not_teach_itself_it_is_noise():
+    """Sub-threshold windows of a surge are learned (clipped): they must not blind it.
+
+    Ten calls a minute at 2 %, then six minutes of 4 errors in 10 that were
+    not flagged (learned as normal windows would be): the learned
+    over-dispersion stays low and the surge's next window still scores high.
+    """
+    det = RateSurge(warmup=30, spans=(1, 2, 3, 4, 5))
+    rng = random.Random(3)
+    for i in range(300):
+        det.learn_one(Point(60.0 * i, sum(rng.random() < 0.02 for _ in range(10)) / 10, 10.0))
+    for i in range(300, 306):
+        det.learn_one(Point(60.0 * i, 0.4, 10.0))
+    assert det.dispersion(10.0, det.baseline()) < 1.3
+    assert det.score_one(Point(60.0 * 306, 0.4, 10.0)) > 6.0
+
+
 # -- RunawayLoop ------------------------------------------------------------------------
 
 
