@@ -191,6 +191,7 @@ class _Dispatcher:
         self.thread.join(10)
         # So that a --stop-at-end run also delivers what its last windows raised.
         self.dispatcher.run_once()
+        self.dispatcher.close()
 
 
 def _start_dispatcher(config: Config) -> _Dispatcher | None:

@@ -123,7 +123,7 @@ class _BatchPartition(StatefulSourcePartition[RecordBatch, int]):
             # Say "caught up" once before ending, so that the watermark does not
             # wait for a partition that has nothing more to give.
             self._final_reported = True
-            return [RecordBatch(self._part_id, [], caught_up=True)]
+            return [RecordBatch(self._part_id, [], caught_up=True, finished=True)]
         messages = self._consumer.consume(self._batch_size, 0)
         records: list[KafkaRecord] = []
         for message in messages:

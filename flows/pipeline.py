@@ -16,13 +16,18 @@ import time
 from datetime import datetime
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
 from observatory.detectors.config import build_detectors
 from observatory.flows.config import Config
-from observatory.flows.kafka_io import KafkaBatchSource, client_config, dead_letter_headers
+from observatory.flows.kafka_io import (
+    DeadLetterSink,
+    KafkaBatchSource,
+    client_config,
+    dead_letter_headers,
+)
 from observatory.operators.detect import DetectFeed, DetectionStage
 from observatory.operators.ingest import decode_batch, route_to_shards, shard_name
 from observatory.operators.metrics import (
@@ -302,7 +307,7 @@ def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
     op.output(
         "write_dead_letters",
         op.merge("all_dead_letters", dead_messages, late),
-        KafkaSink([kafka.bootstrap_servers], topic=None, add_config=dict(kafka.client)),
+        DeadLetterSink(client_config(kafka.bootstrap_servers, kafka.client)),
     )
     return flow
 

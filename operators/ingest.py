@@ -35,6 +35,7 @@ class DecodedBatch:
     calls: list[LlmCall] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     counters: DecodeCounters = field(default_factory=DecodeCounters)
+    finished: bool = False
 
 
 def decode_batch(
@@ -52,8 +53,11 @@ def decode_batch(
     equal to the pure-Python path's (``tests/test_fastpath.py``).
     """
     if fast is not None and fast.native and not keep_calls:
-        return fast.decode_batch(batch, window_ns)
-    return decode_batch_python(decoder, batch, window_ns, keep_calls=keep_calls)
+        decoded = fast.decode_batch(batch, window_ns)
+    else:
+        decoded = decode_batch_python(decoder, batch, window_ns, keep_calls=keep_calls)
+    decoded.finished = batch.finished
+    return decoded
 
 
 def decode_batch_python(
@@ -110,5 +114,6 @@ def route_to_shards(decoded: DecodedBatch, shards: int) -> Iterator[tuple[str, S
                 per_shard[index],
                 decoded.counters if index == 0 else None,
                 sessions[index],
+                decoded.finished,
             ),
         )

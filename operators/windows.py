@@ -47,6 +47,7 @@ class ShardInput:
     stats: list[tuple[WindowKey, StatsAcc]] = field(default_factory=list)
     counters: DecodeCounters | None = None  #: sent to one shard only, so counted once
     sessions: list[tuple[str, SessionPartial]] = field(default_factory=list)
+    finished: bool = False  #: the source partition ended (``--stop-at-end``)
 
 
 @dataclass(slots=True, frozen=True)
@@ -74,6 +75,7 @@ class _Partition:
     max_event_ns: int = 0
     caught_up: bool = False
     last_data_s: float = 0.0  # system time of its last data (not persisted meaningfully)
+    finished: bool = False  # ended (--stop-at-end): it holds nothing back
 
 
 @dataclass(slots=True)
@@ -174,6 +176,8 @@ class WindowShard:
             part.max_event_ns = item.max_event_ns
             part.last_data_s = now
         part.caught_up = item.caught_up
+        if item.finished:
+            part.finished = True
 
     def _compute_watermark(self, now: float) -> int:
         parts = self.state.partitions
@@ -183,13 +187,22 @@ class WindowShard:
             p.max_event_ns
             for p in parts.values()
             if not (
-                p.caught_up
-                # An empty partition holds nothing back; one that had data, for a while.
-                and (p.max_event_ns == 0 or now - p.last_data_s >= self.idle_timeout_s)
+                getattr(p, "finished", False)  # (absent from stores written before it)
+                or (
+                    p.caught_up
+                    # An empty partition holds nothing back; one that had data, for a while.
+                    and (p.max_event_ns == 0 or now - p.last_data_s >= self.idle_timeout_s)
+                )
             )
         ]
         if busy:
             candidate = min(busy) - self.delay_ns
+        elif all(getattr(p, "finished", False) for p in parts.values()):
+            # A replay read everything: the last watermark follows from the data
+            # alone, never from how long the run took, so every run evaluates the
+            # same windows.
+            latest = max((p.max_event_ns for p in parts.values()), default=0)
+            candidate = latest - self.delay_ns if latest else 0
         else:
             # Everything is idle: let system time push the last windows out.
             latest = max((p.max_event_ns for p in parts.values()), default=0)

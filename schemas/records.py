@@ -117,3 +117,5 @@ class RecordBatch:
     part_id: str  #: ``<topic>-<partition>``, stable across restarts
     records: list[KafkaRecord] = field(default_factory=list)
     caught_up: bool = False
+    #: the partition reached the end offset a ``--stop-at-end`` run reads to: no more data
+    finished: bool = False

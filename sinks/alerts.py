@@ -1052,7 +1052,7 @@ class AlertDispatcher:
                 if not busy:  # after errors, back off (up to a minute) instead of spinning
                     stop.wait(min(60.0, self._poll * 2 ** min(errors, 16)))
         finally:
-            self.close()
+            self._drop_connection()  # the owner closes the channels (close())
             log.info("alert dispatcher stopped")
 
     def start(self, stop: threading.Event) -> threading.Thread:

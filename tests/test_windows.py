@@ -175,3 +175,21 @@ def test_hourly_rows_sum_the_minutes_and_merge_sketches():
         inside = [m for m in minutes if m.bucket.hour == hour.bucket.hour]
         assert hour.calls == sum(m.calls for m in inside)
         assert hour.latency_max_ms == max(m.latency_max_ms for m in inside)
+
+
+def test_a_finished_partition_holds_nothing_back_and_the_last_watermark_ignores_the_clock():
+    for elapsed in (0.0, 3600.0):  # a fast and a slow run of the same replay
+        clock = Clock()
+        s = shard(clock=clock)
+        s.on_batch([batch("p-0", [call(10)]), batch("p-1", [call(500)])])
+        assert s.state.watermark_ns == 10 * NS  # p-0 holds it back
+        done = batch("p-0", [], caught_up=True)
+        done.finished = True
+        s.on_batch([done])
+        assert s.state.watermark_ns == 500 * NS  # at once, not after the idle timeout
+        clock.now += elapsed
+        last = batch("p-1", [], caught_up=True)
+        last.finished = True
+        s.on_batch([last])
+        s.on_notify()
+        assert s.state.watermark_ns == 500 * NS  # from the data, whatever the run's pace

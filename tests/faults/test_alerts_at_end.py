@@ -16,7 +16,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-import pytest
 from harness import alert_routes
 
 from observatory.flows.cli import _Dispatcher
@@ -48,13 +47,6 @@ def one_alert(routes: tuple[str, ...]):
     return replace(alert, routes=routes)
 
 
-@pytest.mark.xfail(
-    raises=RuntimeError,
-    strict=True,
-    reason="AlertDispatcher.run_forever closes the channels; _Dispatcher.finish() then "
-    "sends with closed clients (fix: run_forever drops only its DB connection, and "
-    "finish() closes the dispatcher after its last pass)",
-)
 def test_what_is_queued_at_the_end_is_delivered_by_the_last_pass(database_url, tmp_path):
     receiver = AlertReceiver().start()
     try:

@@ -31,8 +31,9 @@ def simulate(
     encoding="mixed",
     malformed_rate=0.0,
     max_spans=25,
+    end: float | None = None,
 ):
-    end = time.time()
+    end = time.time() if end is None else end
     sim = Simulator(
         calls=calls, start_ns=int((end - minutes * 60) * NS), end_ns=int(end * NS), seed=seed
     )
