@@ -340,17 +340,23 @@ def main(argv: list[str] | None = None) -> int:
     triggers = [
         m for m in receiver.pagerduty_triggers() if m.body["payload"].get("class") == "runaway_loop"
     ]
-    tool_calls = sorted(t for _, value, _ in loop_records for t in _tool_call_ends(value))
+    # Each loop is one session: its tool calls, and the alert that names it.
+    calls_by_session: dict[str, list[float]] = {}
+    for _, value, _ in loop_records:
+        for session, end in _tool_calls(value):
+            calls_by_session.setdefault(session, []).append(end)
     event_to_alert, from_window_end, from_start = [], [], []
     for incident in loops:
         start_s, end_s = incident.start_ns / NS, incident.end_ns / NS
+        sessions = [s for s, ends in calls_by_session.items() if start_s <= min(ends) <= end_s]
         hits = sorted(
-            (m.at, _window_end(m)) for m in triggers if start_s < _window_end(m) <= end_s + 120
+            (m.at, _window_end(m)) for m in triggers if _details(m).get("session_id") in sessions
         )
         if not hits:
             continue
         arrived, window_end = hits[0]
-        event_to_alert.append((arrived - _crossing(tool_calls, start_s, end_s, window_end)) * 1000)
+        calls = sorted(t for s in sessions for t in calls_by_session[s])
+        event_to_alert.append((arrived - _crossing(calls, start_s, end_s, window_end)) * 1000)
         from_window_end.append((arrived - window_end) * 1000)
         from_start.append((arrived - start_s) * 1000)
     result = {
@@ -377,19 +383,29 @@ def main(argv: list[str] | None = None) -> int:
 def _window_end(message) -> float:
     from datetime import datetime
 
-    details = message.body["payload"].get("custom_details") or {}
+    details = _details(message)
     return datetime.fromisoformat(details["window_end"].replace("Z", "+00:00")).timestamp()
 
 
-def _tool_call_ends(value: bytes) -> list[float]:
+def _tool_calls(value: bytes) -> list[tuple[str, float]]:
+    """(session id, end time) of the tool calls in a record."""
     data = TracesData.FromString(value)
-    return [
-        span.end_time_unix_nano / NS
-        for resource_spans in data.resource_spans
-        for scope_spans in resource_spans.scope_spans
-        for span in scope_spans.spans
-        if span.name.startswith("execute_tool")
-    ]
+    out = []
+    for resource_spans in data.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                if span.name.startswith("execute_tool"):
+                    session = next(
+                        (a.value.string_value for a in span.attributes
+                         if a.key == "gen_ai.conversation.id"),
+                        "",
+                    )  # fmt: skip
+                    out.append((session, span.end_time_unix_nano / NS))
+    return out
+
+
+def _details(message) -> dict:
+    return message.body["payload"].get("custom_details") or {}
 
 
 def _crossing(tool_calls: list[float], start_s: float, end_s: float, window_end: float) -> float:
