@@ -28,6 +28,7 @@ the test suite's tables are never touched.
 from __future__ import annotations
 
 import argparse
+import bisect
 import heapq
 import json
 import os
@@ -341,22 +342,25 @@ def main(argv: list[str] | None = None) -> int:
         m for m in receiver.pagerduty_triggers() if m.body["payload"].get("class") == "runaway_loop"
     ]
     # Each loop is one session: its tool calls, and the alert that names it.
-    calls_by_session: dict[str, list[float]] = {}
+    calls_by_session: dict[str, list[tuple[float, bool]]] = {}
     for _, value, _ in loop_records:
-        for session, end in _tool_calls(value):
-            calls_by_session.setdefault(session, []).append(end)
+        for session, end, is_tool in _loop_calls(value):
+            calls_by_session.setdefault(session, []).append((end, is_tool))
     event_to_alert, from_window_end, from_start = [], [], []
     for incident in loops:
         start_s, end_s = incident.start_ns / NS, incident.end_ns / NS
-        sessions = [s for s, ends in calls_by_session.items() if start_s <= min(ends) <= end_s]
+        sessions = [s for s, calls in calls_by_session.items() if start_s <= min(calls)[0] <= end_s]
         hits = sorted(
-            (m.at, _window_end(m)) for m in triggers if _details(m).get("session_id") in sessions
+            (m.at, _window_end(m), _details(m).get("expected"), m.body["payload"]["summary"])
+            for m in triggers
+            if _details(m).get("session_id") in sessions
         )
         if not hits:
             continue
-        arrived, window_end = hits[0]
-        calls = sorted(t for s in sessions for t in calls_by_session[s])
-        event_to_alert.append((arrived - _crossing(calls, start_s, end_s, window_end)) * 1000)
+        arrived, window_end, expected, summary = hits[0]
+        calls = sorted(c for s in sessions for c in calls_by_session[s])
+        crossing = _crossing(calls, window_end, expected, summary)
+        event_to_alert.append((arrived - crossing) * 1000)
         from_window_end.append((arrived - window_end) * 1000)
         from_start.append((arrived - start_s) * 1000)
     result = {
@@ -387,20 +391,21 @@ def _window_end(message) -> float:
     return datetime.fromisoformat(details["window_end"].replace("Z", "+00:00")).timestamp()
 
 
-def _tool_calls(value: bytes) -> list[tuple[str, float]]:
-    """(session id, end time) of the tool calls in a record."""
+def _loop_calls(value: bytes) -> list[tuple[str, float, bool]]:
+    """(session id, end time, is a tool call) of the calls in a record that name a session."""
     data = TracesData.FromString(value)
     out = []
     for resource_spans in data.resource_spans:
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                if span.name.startswith("execute_tool"):
-                    session = next(
-                        (a.value.string_value for a in span.attributes
-                         if a.key == "gen_ai.conversation.id"),
-                        "",
-                    )  # fmt: skip
-                    out.append((session, span.end_time_unix_nano / NS))
+                session = next(
+                    (a.value.string_value for a in span.attributes
+                     if a.key == "gen_ai.conversation.id"),
+                    "",
+                )  # fmt: skip
+                if session and not span.name.startswith("invoke_agent"):
+                    is_tool = span.name.startswith("execute_tool")
+                    out.append((session, span.end_time_unix_nano / NS, is_tool))
     return out
 
 
@@ -408,22 +413,33 @@ def _details(message) -> dict:
     return message.body["payload"].get("custom_details") or {}
 
 
-def _crossing(tool_calls: list[float], start_s: float, end_s: float, window_end: float) -> float:
-    """When the loop became alertable: its LIMIT-th identical tool call.
+def _crossing(calls: list[tuple[float, bool]], window_end: float, limit, summary: str) -> float:
+    """When the loop became alertable, from its (end time, is tool call) calls.
 
-    If the alert's window ended before that call, the learned model fired
-    first; then the earliest call of the alerting window is taken (the
-    conservative choice: the latency is not under-stated).
+    Its LIMIT-th identical tool call (the hard limit) if the alerting verdict
+    saw it; otherwise a learned limit fired first: then the call that took
+    the calls of the last minute, or the identical run, past the alert's limit.
 
-    >>> _crossing([float(t) for t in range(0, 100, 2)], 0.0, 100.0, 60.0)
-    48.0
-    >>> _crossing([float(t) for t in range(0, 100, 2)], 0.0, 100.0, 30.0)
-    0.0
+    >>> loop = [(float(t), t % 4 == 2) for t in range(0, 120)]  # a call a second
+    >>> _crossing(loop, 120.0, 30.0, "")  # 25th tool call at 98 s
+    98.0
+    >>> _crossing(loop, 60.0, 30.0, "calls_last_minute 61 > learned limit 30")
+    30.0
+    >>> _crossing(loop, 60.0, 10.0, "current_identical_run 15 > learned limit 10")
+    42.0
     """
-    calls = [t for t in tool_calls if start_s <= t <= end_s]
-    if len(calls) >= LIMIT and calls[LIMIT - 1] <= window_end:
-        return calls[LIMIT - 1]
-    return min(t for t in calls if t > window_end - WINDOW_S)
+    tools = [t for t, is_tool in calls if is_tool]
+    if len(tools) >= LIMIT and tools[LIMIT - 1] <= window_end:
+        return tools[LIMIT - 1]
+    ends = [t for t, _ in calls]
+    if limit is not None and "current_identical_run" in summary:
+        return tools[min(int(float(limit)), len(tools) - 1)]
+    if limit is not None and "calls_last_minute" in summary:
+        for i, t in enumerate(ends):
+            in_minute = i + 1 - bisect.bisect_right(ends, t - WINDOW_S)
+            if in_minute > float(limit):
+                return t
+    return min(t for t in ends if t > window_end - WINDOW_S)  # conservative
 
 
 if __name__ == "__main__":
