@@ -233,6 +233,18 @@ class Simulator:
         spike_keys = len(self.tenants) * len(SERVICES) * len(MODELS)
         started_loops: set[int] = set()
         t = self.start_ns
+
+        def start_loop(index: int, incident: Incident) -> None:
+            started_loops.add(index)
+            self._runaway_session(incident)
+
+        def collect() -> None:
+            nonlocal seq
+            for span in self._collector.spans:
+                seq += 1
+                heapq.heappush(pending, (span.end_time, seq, span))
+            self._collector.spans.clear()
+
         while True:
             t += int(rng.expovariate(peak)) + 1 if peak > 0 else self.end_ns
             if t >= self.end_ns:
@@ -243,12 +255,8 @@ class Simulator:
                         and index not in started_loops
                         and incident.start_ns < self.end_ns
                     ):
-                        started_loops.add(index)
-                        self._runaway_session(incident)
-                for span in self._collector.spans:
-                    seq += 1
-                    heapq.heappush(pending, (span.end_time, seq, span))
-                self._collector.spans.clear()
+                        start_loop(index, incident)
+                collect()
                 break
             if rng.random() * 1.5 < seasonal_factor(t):
                 self._session(t)
@@ -262,12 +270,8 @@ class Simulator:
                     # Extra sessions of one subject: its spend ×factor, per call unchanged.
                     self._session(t, subject=incident)
                 elif incident.kind == "runaway_loop" and index not in started_loops:
-                    started_loops.add(index)
-                    self._runaway_session(incident)
-            for span in self._collector.spans:
-                seq += 1
-                heapq.heappush(pending, (span.end_time, seq, span))
-            self._collector.spans.clear()
+                    start_loop(index, incident)
+            collect()
             # No session starting after t can end a span before t: release those.
             while pending and pending[0][0] <= t:
                 yield self._release(heapq.heappop(pending)[2])
