@@ -85,8 +85,6 @@ EXPLAINED_BY = {
     "tool_error_surge": {"tool_error_surge"},
     "token_anomaly": {"token_blowup"},
 }
-TABLES = ("llm_stats", "llm_stats_hourly", "agent_sessions", "pipeline_counters", "anomalies",
-          "alert_outbox", "alert_deliveries")  # fmt: skip
 SLACK_ENV = "OBSERVATORY_EVAL_SLACK_URL"
 PAGERDUTY_ENV = "OBSERVATORY_EVAL_PAGERDUTY_KEY"
 TARGET = {"precision": 0.9, "recall": 0.9, "delay_p95_windows": 2.0}
@@ -288,7 +286,7 @@ def _reset_database(database_url: str) -> None:
         from observatory.schemas import migrations
 
         migrations.apply(conn, progress=lambda _: None)
-        conn.execute("TRUNCATE " + ", ".join(TABLES))
+        migrations.empty_data_tables(conn)
 
 
 def _flow_config(

@@ -11,9 +11,28 @@ from dataclasses import dataclass
 from importlib import resources
 
 import psycopg
+from psycopg import sql
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _LOCK_ID = 0x0B5E_4A70  # arbitrary, constant: "observatory migrations"
+
+
+#: The tables the flow and the alert dispatcher write (views and bookkeeping aside).
+DATA_TABLES = (
+    "llm_stats",
+    "llm_stats_hourly",
+    "agent_sessions",
+    "pipeline_counters",
+    "anomalies",
+    "alert_outbox",
+    "alert_deliveries",
+)
+
+
+def empty_data_tables(conn: psycopg.Connection) -> None:
+    """Empty every data table (tests and the evaluation start from nothing)."""
+    names = sql.SQL(", ").join(map(sql.Identifier, DATA_TABLES))
+    conn.execute(sql.SQL("TRUNCATE {}").format(names))
 
 
 @dataclass(frozen=True, slots=True)

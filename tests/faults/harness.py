@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from observatory.flows.groundtruth import KEY
 from observatory.flows.receiver import AlertReceiver, Received
+from observatory.schemas import migrations
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -365,20 +366,10 @@ def wait_until(condition: Callable[[], bool], *, timeout: float, what: str, ever
 
 # --- the database ------------------------------------------------------------------------------
 
-TABLES = (
-    "llm_stats",
-    "llm_stats_hourly",
-    "agent_sessions",
-    "pipeline_counters",
-    "anomalies",
-    "alert_outbox",
-    "alert_deliveries",
-)
-
 
 def empty_tables(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE " + ", ".join(TABLES))
+        migrations.empty_data_tables(conn)
 
 
 def table(database_url: str, name: str) -> pd.DataFrame:

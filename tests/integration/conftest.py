@@ -16,16 +16,6 @@ from support import BOOTSTRAP, DATABASE_URL
 
 from observatory.schemas import migrations
 
-TABLES = (
-    "llm_stats",
-    "llm_stats_hourly",
-    "agent_sessions",
-    "pipeline_counters",
-    "anomalies",
-    "alert_outbox",
-    "alert_deliveries",
-)
-
 
 def pytest_collection_modifyitems(items):
     for item in items:
@@ -57,7 +47,7 @@ def database_url():
 def db(database_url):
     """A connection to an empty set of Observatory tables."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE " + ", ".join(TABLES))
+        migrations.empty_data_tables(conn)
         yield conn
 
 
