@@ -388,6 +388,21 @@ def row_count(database_url: str, name: str) -> int:
         return -1
 
 
+def start_until_first_rows(config: Path, log: Path, database_url: str, *, before: str):
+    """Start the flow and wait for its first ``llm_stats`` rows: a fault mid-run comes after.
+
+    Returns the flow and how many rows had landed.
+    """
+    flow = Flow(config, log)
+    wait_until(
+        lambda: row_count(database_url, "llm_stats") > 0 or not flow.running(),
+        timeout=180,
+        what="the flow's first rows",
+    )
+    assert flow.running(), f"the flow finished before {before}:\n{flow.tail()}"
+    return flow, row_count(database_url, "llm_stats")
+
+
 # --- ground truth ------------------------------------------------------------------------------
 
 

@@ -11,13 +11,11 @@ import re
 import time
 
 from harness import (
-    Flow,
     Result,
     check_dead_letters,
     produce,
     read_topic,
-    row_count,
-    wait_until,
+    start_until_first_rows,
     write_config,
 )
 from workload import check_tables
@@ -44,14 +42,9 @@ def test_broker_restart_mid_run_then_exact_tables(
         tmp_path / "flow.yaml", services, topic, dlq, kafka={"client": SMALL_PREFETCH}
     )
 
-    flow = Flow(config, tmp_path / "flow.log")
-    wait_until(
-        lambda: row_count(database_url, "llm_stats") > 0 or not flow.running(),
-        timeout=180,
-        what="the flow's first rows",
+    flow, rows_before = start_until_first_rows(
+        config, tmp_path / "flow.log", database_url, before="the broker stopped"
     )
-    assert flow.running(), f"the flow finished before the broker stopped:\n{flow.tail()}"
-    rows_before = row_count(database_url, "llm_stats")
 
     services.stop_kafka()
     stopped_at = time.monotonic()

@@ -12,13 +12,11 @@ import re
 import time
 
 from harness import (
-    Flow,
     Result,
     check_dead_letters,
     produce,
     read_topic,
-    row_count,
-    wait_until,
+    start_until_first_rows,
     write_config,
 )
 from workload import check_tables
@@ -39,14 +37,9 @@ def test_database_down_mid_run_then_exact_tables(
     landed = produce(services.bootstrap, topic, work.records)
     config = write_config(tmp_path / "flow.yaml", services, topic, dlq)
 
-    flow = Flow(config, tmp_path / "flow.log")
-    wait_until(
-        lambda: row_count(database_url, "llm_stats") > 0 or not flow.running(),
-        timeout=180,
-        what="the flow's first rows",
+    flow, rows_before = start_until_first_rows(
+        config, tmp_path / "flow.log", database_url, before="the outage"
     )
-    assert flow.running(), f"the flow finished before the outage:\n{flow.tail()}"
-    rows_before = row_count(database_url, "llm_stats")
 
     services.stop_db()
     down_at = time.monotonic()
