@@ -291,23 +291,7 @@ class Session:
         watermark is looked at, so the figures never depend on arrival order.
         """
         self.fold_until(watermark_ns)
-        recent = self.recent
-        in_minute = bisect_right(recent, watermark_ns) - bisect_right(
-            recent, watermark_ns - MINUTE_NS
-        )
-        return SessionSnapshot(
-            agent=self.agent,
-            t=stamp_ns / NS,
-            steps=self.folded_llm + self.folded_tools,
-            tool_calls=self.folded_tools,
-            llm_calls=self.folded_llm,
-            current_identical_run=self.run_length,
-            calls_last_minute=float(in_minute),
-            cost_usd=self.folded_cost,
-            tenant=self.tenant,
-            service=self.service,
-            session_id=self.session_id,
-        )
+        return self._snapshot(stamp_ns, self.calls_in_minute(watermark_ns))
 
     def snapshot_at(self, boundary_ns: int) -> SessionSnapshot | None:
         """The session as of ``boundary_ns``, or None when it was quiet in the last minute.
@@ -320,14 +304,22 @@ class Session:
         del recent[: bisect_right(recent, boundary_ns - MINUTE_NS)]
         if not recent:
             return None
+        return self._snapshot(boundary_ns, self.calls_in_minute(boundary_ns))
+
+    def calls_in_minute(self, as_of_ns: int) -> int:
+        """Folded calls in the minute up to ``as_of_ns`` (loop velocity)."""
+        recent = self.recent
+        return bisect_right(recent, as_of_ns) - bisect_right(recent, as_of_ns - MINUTE_NS)
+
+    def _snapshot(self, stamp_ns: int, calls_last_minute: int) -> SessionSnapshot:
         return SessionSnapshot(
             agent=self.agent,
-            t=boundary_ns / NS,
+            t=stamp_ns / NS,
             steps=self.folded_llm + self.folded_tools,
             tool_calls=self.folded_tools,
             llm_calls=self.folded_llm,
             current_identical_run=self.run_length,
-            calls_last_minute=float(bisect_right(recent, boundary_ns)),
+            calls_last_minute=float(calls_last_minute),
             cost_usd=self.folded_cost,
             tenant=self.tenant,
             service=self.service,
@@ -413,17 +405,6 @@ class SessionTracker:
 
     def __len__(self) -> int:
         return len(self.sessions)
-
-    def __setstate__(self, state: dict) -> None:
-        # A recovery store written before `touched` and `expiry` existed:
-        # rebuild them (every session may have unwritten changes).
-        self.__dict__.update(state)
-        if "fresh" not in state:
-            self.fresh = set(self.sessions)
-        if "expiry" not in state:
-            self.touched = set(self.sessions)
-            self.expiry = [(s.last_ns + self.timeout_ns, k) for k, s in self.sessions.items()]
-            heapq.heapify(self.expiry)
 
     def merge(self, parts: Iterable[tuple[str, SessionPartial]]) -> list[SessionRow]:
         """Merge partials; returns rows of sessions evicted early by the cap."""
@@ -520,17 +501,11 @@ class SessionTracker:
         for key in sorted(self.fresh):
             session = sessions[key]
             session.fold_until(watermark_ns)
-            recent = session.recent
             if (
                 session.run_length >= max_run
                 or session.folded_llm + session.folded_tools >= max_steps
                 or session.folded_cost >= max_cost
-                or (
-                    max_rate != math.inf
-                    and bisect_right(recent, watermark_ns)
-                    - bisect_right(recent, watermark_ns - MINUTE_NS)
-                    >= max_rate
-                )
+                or (max_rate != math.inf and session.calls_in_minute(watermark_ns) >= max_rate)
             ):
                 out.append((key, session.snapshot_as_of(watermark_ns, stamp_ns)))
             if not (session.pending or session.pending_llm):

@@ -187,7 +187,7 @@ class WindowShard:
             p.max_event_ns
             for p in parts.values()
             if not (
-                getattr(p, "finished", False)  # (absent from stores written before it)
+                p.finished
                 or (
                     p.caught_up
                     # An empty partition holds nothing back; one that had data, for a while.
@@ -197,7 +197,7 @@ class WindowShard:
         ]
         if busy:
             candidate = min(busy) - self.delay_ns
-        elif all(getattr(p, "finished", False) for p in parts.values()):
+        elif all(p.finished for p in parts.values()):
             # A replay read everything: the last watermark follows from the data
             # alone, never from how long the run took, so every run evaluates the
             # same windows.
