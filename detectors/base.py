@@ -187,6 +187,22 @@ class Thresholded:
             return False
         return _direction_ok(self.direction, observed, expected)
 
+    def peek(self, x: Point) -> Verdict:
+        """The verdict on ``x`` without learning it: for a window still filling up.
+
+        >>> from observatory.detectors.robust import RobustZScore
+        >>> th = Thresholded(RobustZScore(warmup=3), threshold=5.0)
+        >>> for i in range(5):
+        ...     _ = th.update(Point(60.0 * i, 10.0 + i % 2))
+        >>> before = th.detector.loc
+        >>> th.peek(Point(300.0, 80.0)).anomalous, th.detector.loc == before
+        (True, True)
+        """
+        detector = self.detector
+        score = detector.score_one(x)
+        expected = detector.expected()
+        return Verdict(self.decide(x, score, expected), score, x.value, expected)
+
     def update(self, x: Point) -> Verdict:
         """Score ``x``, decide, learn it unless it is an anomaly, and say why."""
         detector = self.detector
@@ -272,6 +288,11 @@ class KeyedDetectors:
             self.clock = x.t
         self._evict()
         return verdict
+
+    def peek(self, key: Hashable, x: Point) -> Verdict | None:
+        """``key``'s verdict on ``x`` without learning it (None for a key never seen)."""
+        entry = self.entries.get(key)
+        return entry[0].peek(x) if entry is not None else None
 
     def _evict(self) -> None:
         # Entries are in update order, which is event-time order up to the

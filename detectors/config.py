@@ -394,6 +394,16 @@ class DetectorSet:
             return None
         return keyed.update(key, x)
 
+    def peek(self, signal: str, key: tuple[Hashable, ...], x: Point) -> Verdict | None:
+        """:meth:`update`'s verdict without learning (a window still open); None as there."""
+        keyed = self.series.get(signal)
+        if keyed is None:
+            return None
+        kind, dimensions = SIGNALS[signal]
+        if not self.config.kind(kind).scope.matches(dict(zip(dimensions, key, strict=True))):
+            return None
+        return keyed.peek(key, x)
+
     def update_session(self, snapshot: SessionSnapshot) -> Verdict | None:
         """Check one live session snapshot; None when disabled or out of scope."""
         if self.runaway is None:

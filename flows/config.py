@@ -102,6 +102,12 @@ class PipelineConfig(_Section):
     max_sessions_per_shard: int = Field(default=200_000, ge=1)
     #: Drop chunks older than this many days (null keeps everything).
     retention_days: int | None = Field(default=None, ge=1)
+    #: The detectors look at a window this many times: as each 1/N of it is
+    #: complete (event time), then when it closes. An anomaly already clear in
+    #: part of a window alerts then, without waiting for the window's end. The
+    #: early looks only score; detectors learn from closed windows. 1 = only
+    #: closed windows. Must divide window_seconds into whole milliseconds.
+    checks_per_window: int = Field(default=4, ge=1, le=60)
 
     @field_validator("window_seconds")
     @classmethod
@@ -109,6 +115,15 @@ class PipelineConfig(_Section):
         if 3600 % value:
             raise ValueError("must divide 3600, so that windows roll up into hours")
         return value
+
+    @model_validator(mode="after")
+    def _checks_divide_window(self) -> PipelineConfig:
+        if (self.window_seconds * 1000) % self.checks_per_window:
+            raise ValueError(
+                f"checks_per_window ({self.checks_per_window}) must divide window_seconds "
+                f"({self.window_seconds}) into whole milliseconds"
+            )
+        return self
 
 
 class IngestConfig(_Section):

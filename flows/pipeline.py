@@ -184,6 +184,10 @@ def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
     decoder = make_decoder(config, topic)
 
     detect = detection_enabled(config)
+    checks = pipeline.checks_per_window if detect else 1
+    # Calls are binned by hop (a window / checks) so that the shards can tell
+    # the detection stage what each part of an open window held.
+    bin_ns = window_ns // checks
 
     def build_shard(resume: bytes | None) -> _ShardLogic:
         return _ShardLogic(
@@ -199,6 +203,7 @@ def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
                 detect=detect,
                 runaway=build_detectors(config.detectors).runaway,
                 runaway_severity=config.detectors.runaway_loop.severity,
+                checks_per_window=checks,
                 resume=resume,
             )
         )
@@ -210,6 +215,7 @@ def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
                 shards=[shard_name(i) for i in range(shards)],
                 detectors=config.detectors,
                 policy=config.alerts.lifecycle_policy(),
+                checks_per_window=checks,
                 resume=resume,
             )
         )
@@ -229,7 +235,7 @@ def build_flow(config: Config, *, stop_at_end: bool = False) -> Dataflow:
     decoded = op.map(
         "decode_normalize_price_preaggregate",
         batches,
-        lambda batch: decode_batch(decoder, batch, window_ns, fast=fast),
+        lambda batch: decode_batch(decoder, batch, bin_ns, fast=fast),
     )
     shard_inputs = op.flat_map(
         "route_partials_to_shards", decoded, lambda d: route_to_shards(d, shards)

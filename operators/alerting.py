@@ -71,8 +71,14 @@ __all__ = ["AlertLifecycle", "LifecyclePolicy"]
 
 
 def _windows_between(previous: Observation, current: Observation) -> int:
-    """How many windows ``current`` is after ``previous`` (at least 1, at most 64)."""
-    length = current.window_end - current.window_start
+    """How many windows ``current`` is after ``previous`` (at least 1, at most 64).
+
+    The longer of the two is the window length: an early observation covers
+    only the part of its window seen so far.
+    """
+    length = max(
+        current.window_end - current.window_start, previous.window_end - previous.window_start
+    )
     if length <= timedelta(0):
         return 1
     return min(64, max(1, round((current.window_end - previous.window_end) / length)))
@@ -231,16 +237,11 @@ class AlertLifecycle:
             st = state.keys[key] = _Key(last=obs)
         elapsed = _windows_between(st.last, obs) if st.last is not obs else 1
         st.last = obs
-        mask = (1 << policy.open_window) - 1
-        st.history = ((st.history << elapsed) | int(obs.anomalous)) & mask
-        if elapsed > 1:  # windows without a verdict: not anomalous, so a streak is broken
-            st.consecutive_anomalous = 0
+        st.history, st.consecutive_anomalous = self._streaks(st, elapsed, obs.anomalous)
         if obs.anomalous:
-            st.consecutive_anomalous += 1
             st.consecutive_normal = 0
         else:
             st.consecutive_normal += 1
-            st.consecutive_anomalous = 0
 
         if st.firing:
             alerts.extend(self._while_firing(st, obs))
@@ -255,19 +256,73 @@ class AlertLifecycle:
                 self._compact()
         return alerts
 
+    def observe_early(self, obs: Observation) -> list[Alert]:
+        """An anomalous verdict on a window still open: it opens its alert now, or does nothing.
+
+        The window's own observation still comes when it closes. So that one
+        window never counts twice towards opening, an early observation is
+        taken only when it opens the alert by itself (this window anomalous
+        plus the history, under the usual rules); otherwise, and when the key
+        is already firing, nothing changes.
+
+        >>> from datetime import UTC
+        >>> t0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+        >>> def obs(seconds, anomalous=True):
+        ...     return Observation(kind="error_surge", subject={"model": "m"}, window_start=t0,
+        ...                        window_end=t0 + timedelta(seconds=seconds),
+        ...                        anomalous=anomalous, score=9.0, observed=0.5, expected=0.02)
+        >>> life = AlertLifecycle(LifecyclePolicy(open_after_windows=1))
+        >>> [a.detected_at.second for a in life.observe_early(obs(30))]
+        [30]
+        >>> life.observe(obs(60)), life.observe_early(obs(45))  # the same incident
+        ([], [])
+        >>> strict = AlertLifecycle(LifecyclePolicy(open_after_windows=2, open_window=3))
+        >>> strict.observe_early(obs(30)), len(strict)  # one window is not enough
+        ([], 0)
+        """
+        if not obs.anomalous:
+            return []
+        st = self._state.keys.get(obs.dedup_key)
+        if st is not None and (st.firing or obs.window_end <= st.last.window_end):
+            return []
+        if st is None:
+            history, streak = self._streaks(None, 1, True)
+        else:
+            history, streak = self._streaks(st, _windows_between(st.last, obs), True)
+        if not self._opens(st, obs, history, streak)[0]:
+            return []
+        return self.observe(obs)
+
     # --- rules ---------------------------------------------------------------------------
 
-    def _maybe_open(self, st: _Key, obs: Observation) -> list[Alert]:
+    def _streaks(self, st: _Key | None, elapsed: int, anomalous: bool) -> tuple[int, int]:
+        """(history, consecutive anomalous windows) after one more window ``elapsed`` later."""
+        mask = (1 << self.policy.open_window) - 1
+        if st is None:
+            return int(anomalous) & mask, int(anomalous)
+        history = ((st.history << elapsed) | int(anomalous)) & mask
+        # Windows without a verdict are not anomalous, so a gap breaks a streak.
+        streak = st.consecutive_anomalous if elapsed == 1 else 0
+        return history, streak + 1 if anomalous else 0
+
+    def _opens(
+        self, st: _Key | None, obs: Observation, history: int, streak: int
+    ) -> tuple[bool, bool]:
+        """(whether an anomalous ``obs`` opens the alert, whether the key is flapping)."""
         policy = self.policy
         in_flap = (
-            st.resolved_at is not None
+            st is not None
+            and st.resolved_at is not None
             and policy.flap_window_s > 0
             and obs.window_end - st.resolved_at < policy.flap_window
         )
         if in_flap:
-            opens = st.consecutive_anomalous >= policy.flap_open_windows
-        else:
-            opens = st.history.bit_count() >= policy.open_after_windows
+            return streak >= policy.flap_open_windows, True
+        return history.bit_count() >= policy.open_after_windows, False
+
+    def _maybe_open(self, st: _Key, obs: Observation) -> list[Alert]:
+        policy = self.policy
+        opens, in_flap = self._opens(st, obs, st.history, st.consecutive_anomalous)
         if not opens:
             if in_flap:
                 _count(self._state, "flap_suppressed")

@@ -22,7 +22,7 @@ from observatory.detectors.budget import Spend
 from observatory.detectors.config import SIGNALS, DetectorsConfig, DetectorSet, build_detectors
 from observatory.operators.alerting import AlertLifecycle, LifecyclePolicy
 from observatory.operators.sketch import QuantileSketch
-from observatory.operators.stats import TOOL_OPERATION, StatsAcc, StatsKey
+from observatory.operators.stats import TOOL_OPERATION, PartialTally, StatsAcc, StatsKey
 from observatory.schemas.alerts import Alert, Observation, dedup_key
 
 NS = 1_000_000_000
@@ -50,6 +50,8 @@ class DetectFeed:
     observations: list[Observation] = field(default_factory=list)
     #: runaway hard limits reached in a window still open: alerted at once
     early: list[Observation] = field(default_factory=list)
+    #: (hop start, [(key, tally)]) of the hops of open windows the watermark passed
+    hops: list[tuple[int, list[tuple[StatsKey, PartialTally]]]] = field(default_factory=list)
 
 
 class _Agg:
@@ -82,8 +84,14 @@ class _Agg:
         self.exemplars = sorted(self.exemplars + acc.exemplars, reverse=True)[:3]
 
 
-def _subjects(entries: Iterable[tuple[StatsKey, StatsAcc]]) -> dict[str, dict[tuple, _Agg]]:
-    """Merge a window's accumulators into each signal's subjects."""
+#: Signals an early check (part of a window, no sketches) can score.
+_EARLY_SIGNALS = frozenset(("cost_key", "cost_tenant", "error_rate", "tool_error_rate", "tokens_per_call"))
+
+
+def _subjects(
+    entries: Iterable[tuple[StatsKey, StatsAcc | PartialTally]], *, sketches: bool = True
+) -> dict[str, dict[tuple, _Agg]]:
+    """Merge a window's accumulators (or tallies, ``sketches=False``) into each signal's subjects."""
     out: dict[str, dict[tuple, _Agg]] = {signal: {} for signal in SIGNALS}
 
     def add(signal: str, key: tuple, acc: StatsAcc, sketches: bool = False) -> None:
@@ -101,7 +109,7 @@ def _subjects(entries: Iterable[tuple[StatsKey, StatsAcc]]) -> dict[str, dict[tu
             continue  # agent and other spans carry no model, tokens or cost
         add("cost_key", (tenant, service, model), acc)
         add("cost_tenant", (tenant,), acc)
-        add("latency_p95", (provider, model), acc, sketches=True)
+        add("latency_p95", (provider, model), acc, sketches=sketches)
         add("error_rate", (service, model), acc)
         add("tokens_per_call", (tenant, service, model), acc)
     out["ttft_p95"] = out["latency_p95"]
@@ -130,9 +138,15 @@ class _State:
     watermarks: dict[str, int] = field(default_factory=dict)
     pending: dict[int, list[tuple[StatsKey, StatsAcc]]] = field(default_factory=dict)
     pending_observations: dict[int, list[Observation]] = field(default_factory=dict)
+    #: hop start -> the shards' tallies of that hop, until every shard has passed it
+    pending_hops: dict[int, list[tuple[StatsKey, PartialTally]]] = field(default_factory=dict)
+    #: window start -> the tallies of its hops checked so far
+    partials: dict[int, list[tuple[StatsKey, PartialTally]]] = field(default_factory=dict)
     closed_through_ns: int = 0
     verdicts: int = 0
     anomalies: int = 0
+    #: anomalous early checks (the alerts some of them opened are counted as alerts)
+    early_verdicts: int = 0
 
 
 class DetectionStage:
@@ -145,9 +159,11 @@ class DetectionStage:
         shards: Iterable[str],
         detectors: DetectorsConfig,
         policy: LifecyclePolicy,
+        checks_per_window: int = 1,
         resume: bytes | None = None,
     ):
         self.window_ns = window_s * NS
+        self.hop_ns = self.window_ns // checks_per_window
         self.expected = frozenset(shards)
         self.config = detectors
         self.policy = policy
@@ -156,6 +172,8 @@ class DetectionStage:
             self.state: _State = state
             self.detectors: DetectorSet = models
             self.lifecycle = AlertLifecycle(policy, resume=lifecycle)
+            if not hasattr(state, "pending_hops"):  # a store written before early checks
+                state.pending_hops, state.partials, state.early_verdicts = {}, {}, 0
         else:
             self.state = _State()
             self.detectors = build_detectors(detectors)
@@ -189,12 +207,24 @@ class DetectionStage:
                 start = int(observation.window_start.timestamp() * NS)
                 if start >= state.closed_through_ns:
                     alerts.extend(self._observe([observation]))
+            for hop_start, entries in feed.hops:
+                if hop_start >= state.closed_through_ns:
+                    state.pending_hops.setdefault(hop_start, []).extend(entries)
         if self.expected <= state.watermarks.keys():
             watermark = min(state.watermarks[s] for s in self.expected)
-            starts = sorted(set(state.pending) | set(state.pending_observations))
-            for start in starts:
-                if start + self.window_ns > watermark:
-                    break
+            # What every shard has passed, in event-time order: the early check
+            # of each hop at its end, each window's own check at the window's end.
+            due = [
+                (start + self.window_ns, 1, start)
+                for start in set(state.pending) | set(state.pending_observations)
+                if start + self.window_ns <= watermark
+            ]
+            due += [(h + self.hop_ns, 0, h) for h in state.pending_hops if h + self.hop_ns <= watermark]
+            for at, closes, start in sorted(due):
+                if not closes:
+                    alerts.extend(self._check_early(start, at, state.pending_hops.pop(start)))
+                    continue
+                state.partials.pop(start, None)
                 alerts.extend(
                     self._evaluate(
                         start,
@@ -277,6 +307,52 @@ class DetectionStage:
         alerts = self._route(self.lifecycle.advance_to(window_end))
         return alerts + self._observe(observations)
 
+    def _check_early(
+        self, hop_start: int, at: int, entries: list[tuple[StatsKey, PartialTally]]
+    ) -> list[Alert]:
+        """Score the part of a window that every shard has passed; learn nothing.
+
+        An anomaly this clear already may open its alert now (see
+        :meth:`AlertLifecycle.observe_early`); the closed window is checked
+        and learned as usual. Spend only grows as a window fills, so a cost
+        spike flagged early is one its closed window flags too.
+        """
+        start = hop_start - hop_start % self.window_ns
+        if start < self.state.closed_through_ns:
+            return []
+        so_far = self.state.partials.setdefault(start, [])
+        so_far.extend(entries)
+        t = start / NS
+        window_start = datetime.fromtimestamp(t, tz=UTC)
+        window_end = datetime.fromtimestamp(at / NS, tz=UTC)
+        details = {"window_seconds_seen": (at - start) / NS, "window_seconds": self.window_ns / NS}
+        alerts: list[Alert] = []
+        for signal, subjects in _subjects(so_far, sketches=False).items():
+            if signal not in _EARLY_SIGNALS or signal not in self.detectors.series:
+                continue
+            kind, dimensions = SIGNALS[signal]
+            kind_cfg = self._kind_config(kind)
+            for key in sorted(subjects):
+                agg = subjects[key]
+                point = _point(signal, t, agg)
+                verdict = self.detectors.peek(signal, key, point) if point is not None else None
+                if verdict is None or not verdict.anomalous:
+                    continue
+                observation = self._observation(
+                    verdict,
+                    kind=kind,
+                    signal=signal,
+                    subject=dict(zip(dimensions, key, strict=True)),
+                    window_start=window_start,
+                    window_end=window_end,
+                    severity=kind_cfg.severity,
+                    exemplars=tuple(trace for _, trace in agg.exemplars),
+                    details=details,
+                )
+                self.state.early_verdicts += 1
+                alerts.extend(self._route(self.lifecycle.observe_early(observation)))
+        return alerts
+
     def _budgets(self, t, entries, window_start, window_end) -> list[Observation]:
         if self.detectors.budget is None:
             return []
@@ -305,7 +381,16 @@ class DetectionStage:
 
     @staticmethod
     def _observation(
-        verdict: Verdict, *, kind, signal, subject, window_start, window_end, severity, exemplars
+        verdict: Verdict,
+        *,
+        kind,
+        signal,
+        subject,
+        window_start,
+        window_end,
+        severity,
+        exemplars,
+        details=None,
     ) -> Observation:
         return Observation.from_verdict(
             verdict,
@@ -318,6 +403,7 @@ class DetectionStage:
             severity=severity,
             metric=_METRICS.get(signal, "cost_usd"),
             exemplar_trace_ids=exemplars,
+            details=details,
         )
 
 

@@ -159,6 +159,39 @@ class StatsAcc:
         return clone
 
 
+class PartialTally:
+    """Counts and sums of one key over part of a window: what an early check scores.
+
+    No sketches (percentiles are judged on closed windows only), so tallying
+    a partial costs a few additions.
+
+    >>> acc = StatsAcc()
+    >>> acc.add(LlmCall(end_ns=0, duration_ms=90.0, input_tokens=7, cost_usd=0.25,
+    ...                 is_error=True, trace_id="t1"))
+    >>> tally = PartialTally()
+    >>> tally.add(acc); tally.add(acc)
+    >>> tally.calls, tally.errors, tally.input_tokens, tally.cost_usd, tally.exemplars
+    (2, 2, 14, 0.5, [(90.0, 't1'), (90.0, 't1')])
+    """
+
+    __slots__ = ("calls", "cost_usd", "errors", "exemplars", "input_tokens")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.errors = 0
+        self.input_tokens = 0
+        self.cost_usd = 0.0
+        self.exemplars: list[tuple[float, str]] = []
+
+    def add(self, acc: StatsAcc | PartialTally) -> None:
+        self.calls += acc.calls
+        self.errors += acc.errors
+        self.input_tokens += acc.input_tokens
+        self.cost_usd += acc.cost_usd
+        if acc.exemplars:
+            self.exemplars = sorted(self.exemplars + acc.exemplars, reverse=True)[:_MAX_EXEMPLARS]
+
+
 def preaggregate(calls: Iterable[LlmCall], window_ns: int) -> dict[WindowKey, StatsAcc]:
     """Group calls by (key, tumbling window start) in one pass.
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from observatory.detectors.runaway import RunawayLoop
 from observatory.operators.detect import DetectFeed, runaway_observation
 from observatory.operators.sessions import SessionPartial, SessionRow, SessionTracker
-from observatory.operators.stats import StatsAcc, StatsKey, StatsRow, WindowKey
+from observatory.operators.stats import PartialTally, StatsAcc, StatsKey, StatsRow, WindowKey
 from observatory.schemas.records import DecodeCounters
 
 NS = 1_000_000_000
@@ -96,6 +96,8 @@ class _State:
     #: sessions with an anomalous runaway verdict, so that their return to normal is sent
     runaway_alerted: set[str] = field(default_factory=set)
     last_boundary_ns: int = 0
+    #: hop start -> what arrived for it while its window was open (early checks only)
+    hops: dict[int, dict[StatsKey, PartialTally]] = field(default_factory=dict)
 
 
 def _utc(ns: int) -> datetime:
@@ -133,12 +135,19 @@ class WindowShard:
         detect: bool = False,
         runaway: RunawayLoop | None = None,
         runaway_severity: str = "error",
+        checks_per_window: int = 1,
         name: str = "shard",
         resume: bytes | None = None,
         clock: Callable[[], float] = time.time,
     ):
         self.window_s = window_s
         self.window_ns = window_s * NS
+        if self.window_ns % checks_per_window:
+            raise ValueError("checks_per_window must divide the window into whole nanoseconds")
+        #: Partials arrive binned by hop (1/checks_per_window of a window) when
+        #: detection checks windows early; each hop's counts go to the detection
+        #: stage once the watermark passes it.
+        self.hop_ns = self.window_ns // checks_per_window
         self.delay_ns = int(watermark_delay_s * NS)
         self.lateness_ns = int(allowed_lateness_s * NS)
         self.idle_timeout_s = idle_timeout_s
@@ -160,6 +169,10 @@ class WindowShard:
             )
         )
         self.detect = detect
+        self.early_checks = detect and checks_per_window > 1
+        self._hop_index = -1
+        if not hasattr(self.state, "hops"):  # a store written before early checks
+            self.state.hops = {}
         self.runaway_severity = runaway_severity
         now = clock()
         for part in self.state.partitions.values():
@@ -354,10 +367,14 @@ class WindowShard:
         out.append(CountersRow(self.name, values))
 
     def _merge(self, window_key: WindowKey, acc: StatsAcc, out: list) -> None:
-        key, start = window_key
+        key, bin_start = window_key
         state = self.state
+        # Partials may be binned finer than windows (hops, for early checks).
+        start = bin_start - bin_start % self.window_ns
         end = start + self.window_ns
         watermark = state.watermark_ns
+        if self.early_checks and end > watermark:
+            self._tally(key, bin_start, end, acc)
         if end + self.lateness_ns <= watermark and start not in state.minutes:
             state.late_calls += acc.calls
             state.counters_dirty = True
@@ -390,6 +407,29 @@ class WindowShard:
                         key, hour_start, 3600, state.hours[hour_start][key], hourly=True
                     )
                 )
+
+    def _tally(self, key: StatsKey, bin_start: int, window_end: int, acc: StatsAcc) -> None:
+        """Count a partial of an open window in the earliest hop the watermark has not passed.
+
+        The detection stage sums a window's hops as they pass, so a partial
+        that comes after its own hop has passed still counts from the next
+        check on. The last hop of a window is not tallied: the closed
+        window's own check covers it.
+        """
+        watermark = self.state.watermark_ns
+        hop = max(bin_start, watermark - watermark % self.hop_ns)
+        if hop + self.hop_ns >= window_end:
+            return
+        tallies = self.state.hops.setdefault(hop, {})
+        tally = tallies.get(key)
+        if tally is None:
+            tally = tallies[key] = PartialTally()
+        tally.add(acc)
+
+    def _passed_hops(self, watermark: int) -> list[tuple[int, list[tuple[StatsKey, PartialTally]]]]:
+        hops = self.state.hops
+        passed = sorted(start for start in hops if start + self.hop_ns <= watermark)
+        return [(start, list(hops.pop(start).items())) for start in passed]
 
     def _advance(self, watermark: int, out: list) -> None:
         state = self.state
@@ -425,8 +465,16 @@ class WindowShard:
                 del state.minutes[start]
                 state.minutes_emitted.discard(start)
         early = self._runaway_now(watermark) if self.detect else []
-        if self.detect and (crossed or closed or early):
-            out.append(DetectFeed("", watermark, closed, observations, early))
+        hops: list = []
+        if self.early_checks:
+            # Every shard reports each hop it passes, data or not: the stage checks
+            # a hop once all shards are past it.
+            hop_index = watermark // self.hop_ns
+            crossed = crossed or hop_index != self._hop_index
+            self._hop_index = hop_index
+            hops = self._passed_hops(watermark)
+        if self.detect and (crossed or closed or early or hops):
+            out.append(DetectFeed("", watermark, closed, observations, early, hops))
         for hour_start in sorted(state.hours):
             end = hour_start + HOUR_NS
             if end > watermark:
