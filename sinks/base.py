@@ -56,12 +56,17 @@ def retry(
     what: str,
     retryable: tuple[type[BaseException], ...],
     backoff: Backoff,
+    permanent: tuple[type[BaseException], ...] = (),
     on_retry: Callable[[BaseException], None] = lambda exc: None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     rng: random.Random | None = None,
 ) -> T:
-    """Run ``action`` until it succeeds, retrying ``retryable`` errors."""
+    """Run ``action`` until it succeeds, retrying ``retryable`` errors.
+
+    ``permanent`` errors are raised at once even when they are also
+    ``retryable`` (e.g. a database's "row too big" among its operational errors).
+    """
     rng = rng or random.Random()
     started = clock()
     attempt = 0
@@ -69,6 +74,8 @@ def retry(
         try:
             return action()
         except retryable as exc:
+            if isinstance(exc, permanent):
+                raise
             waited = clock() - started
             if backoff.deadline_s and waited >= backoff.deadline_s:
                 raise GiveUp(f"{what}: gave up after {waited:.0f}s: {exc}") from exc

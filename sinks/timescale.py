@@ -4,6 +4,13 @@ Each batch is COPYed into a temporary staging table and merged with one
 ``INSERT … SELECT … ON CONFLICT DO UPDATE`` per table, all in one
 transaction. A replayed row overwrites itself with the same values, so the
 at-least-once delivery of Bytewax recovery never double counts.
+
+A connection that fails is retried (see :mod:`.base`). A batch the database
+refuses for what is *in* it (a value out of range, text it cannot store, an
+index entry too big) would fail the same way forever, so it is split in
+halves until the refused rows stand alone; those are logged with their key
+and the database's reason, counted in ``pipeline_counters`` as
+``rows_rejected`` (per sink worker), and the rest of the batch is written.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any
 
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from psycopg import sql
+from psycopg import errors, sql
 
 from observatory.operators.sessions import SessionRow
 from observatory.operators.stats import StatsRow
@@ -68,6 +75,10 @@ _session_values = attrgetter(*_SESSION_COLUMNS)
 PIPELINE_COUNTERS = TableSpec("pipeline_counters", ("name", "worker", "value"), ("name", "worker"))
 
 
+#: Errors about the rows themselves, not the connection: retrying cannot help.
+BAD_DATA = (errors.DataError, errors.IntegrityError, errors.ProgramLimitExceeded)
+
+
 def route(row: Any) -> Iterable[tuple[TableSpec, tuple]]:
     """The table and column values of each database row a record becomes."""
     if isinstance(row, StatsRow):
@@ -93,6 +104,7 @@ class TimescaleWriter:
         backoff: Backoff | None = None,
         connect_timeout_s: float = 10.0,
         router: Callable[[Any], Iterable[tuple[TableSpec, tuple]]] = route,
+        worker: str = "sink-0",
     ):
         self._url = url
         self._batch_rows = batch_rows
@@ -102,7 +114,10 @@ class TimescaleWriter:
         self._conn: psycopg.Connection | None = None
         self._staged: set[str] = set()
         self.rows_written = 0
+        self.rows_rejected = 0
         self.retries = 0
+        #: The ``worker`` of this writer's ``rows_rejected`` counter row.
+        self.worker = worker
 
     # --- connection ----------------------------------------------------------------
 
@@ -140,17 +155,57 @@ class TimescaleWriter:
         for spec, keyed in by_table.values():
             values = list(keyed.values())
             for start in range(0, len(values), self._batch_rows):
-                chunk = values[start : start + self._batch_rows]
-                retry(
-                    lambda spec=spec, chunk=chunk: self._upsert(spec, chunk),
-                    what=f"writing {len(chunk)} rows to {spec.table}",
-                    retryable=(psycopg.OperationalError, psycopg.InterfaceError),
-                    backoff=self._backoff,
-                    on_retry=self._drop_connection,
-                )
-                written += len(chunk)
+                written += self._write_chunk(spec, values[start : start + self._batch_rows])
         self.rows_written += written
         return written
+
+    def _write_chunk(self, spec: TableSpec, chunk: list[tuple]) -> int:
+        """Upsert ``chunk``, retrying outages; rows the database refuses are set aside."""
+        try:
+            self._retrying(
+                lambda: self._upsert(spec, chunk), f"writing {len(chunk)} rows to {spec.table}"
+            )
+        except BAD_DATA as exc:
+            if len(chunk) == 1:
+                self._reject(spec, chunk[0], exc)
+                return 0
+            middle = len(chunk) // 2
+            return self._write_chunk(spec, chunk[:middle]) + self._write_chunk(spec, chunk[middle:])
+        return len(chunk)
+
+    def _retrying(self, action: Callable[[], None], what: str) -> None:
+        retry(
+            action,
+            what=what,
+            retryable=(psycopg.OperationalError, psycopg.InterfaceError),
+            permanent=BAD_DATA,
+            backoff=self._backoff,
+            on_retry=self._drop_connection,
+        )
+
+    def _reject(self, spec: TableSpec, values: tuple, exc: psycopg.Error) -> None:
+        self.rows_rejected += 1
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        key = repr(spec.row_key(values))
+        code = f"SQLSTATE {exc.sqlstate}" if exc.sqlstate else "psycopg, before sending"
+        log.error(
+            "%s refused a row (%s: %s); skipped it, key %s",
+            spec.table,
+            code,
+            reason,
+            key if len(key) <= 300 else key[:300] + "…",
+        )
+        self._retrying(self._count_rejected, "counting a rejected row")
+
+    def _count_rejected(self) -> None:
+        conn = self._connection()
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO pipeline_counters (name, worker, value) "
+                "VALUES ('rows_rejected', %s, 1) ON CONFLICT (name, worker) DO UPDATE "
+                "SET value = pipeline_counters.value + 1, updated_at = now()",
+                (self.worker,),
+            )
 
     def _upsert(self, spec: TableSpec, values: list[tuple]) -> None:
         conn = self._connection()
@@ -170,7 +225,6 @@ class TimescaleWriter:
                         "(LIKE {target} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                     ).format(stage=stage, target=target)
                 )
-                self._staged.add(spec.table)
             with cur.copy(
                 sql.SQL("COPY {stage} ({cols}) FROM STDIN").format(stage=stage, cols=columns)
             ) as copy:
@@ -188,6 +242,8 @@ class TimescaleWriter:
                     updates=updates,
                 )
             )
+        # Only now: a failed transaction takes the CREATE TEMP TABLE with it.
+        self._staged.add(spec.table)
 
 
 class _TimescalePartition(StatelessSinkPartition[Any]):
@@ -209,7 +265,8 @@ class TimescaleSink(DynamicSink[Any]):
         self._options = writer_options
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _TimescalePartition:
-        return _TimescalePartition(TimescaleWriter(self._url, **self._options))
+        writer = TimescaleWriter(self._url, worker=f"sink-{worker_index}", **self._options)
+        return _TimescalePartition(writer)
 
 
 #: Hypertables whose old chunks the retention job drops.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -120,6 +121,33 @@ def test_writer_retries_when_its_connection_is_killed(db, database_url):
     writer.write([stats_row(bucket + timedelta(minutes=1))])
     assert writer.retries >= 1
     assert db.execute("SELECT count(*) FROM llm_stats").fetchone()[0] == 2
+    writer.close()
+
+
+def test_rows_the_database_refuses_are_set_aside_and_the_rest_written(db, database_url, caplog):
+    """A refused row would fail its batch forever: it is isolated, logged and counted."""
+    writer = TimescaleWriter(database_url, worker="sink-test")
+    bucket = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    good = [stats_row(bucket + timedelta(minutes=m)) for m in range(6)]
+    refused = [
+        stats_row(bucket, model="nul\x00model"),  # text cannot hold NUL
+        stats_row(bucket, model=random.Random(1).randbytes(1500).hex()),  # index entry too big
+        replace(stats_row(bucket, model="huge"), input_tokens=2**63),  # bigint out of range
+    ]
+    with caplog.at_level("ERROR", logger="observatory.sinks.timescale"):
+        written = writer.write(good[:3] + refused + good[3:])
+    assert written == 6 and writer.rows_rejected == 3
+    assert db.execute("SELECT count(*) FROM llm_stats").fetchone()[0] == 6
+    counter = db.execute(
+        "SELECT value FROM pipeline_counters WHERE name = 'rows_rejected' AND worker = 'sink-test'"
+    ).fetchone()
+    assert counter == (3,)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3 and all("llm_stats refused a row (" in m for m in messages)
+    assert any("SQLSTATE 54000" in m for m in messages)  # program_limit_exceeded
+    assert any("'huge'" in m for m in messages)
+    # The writer goes on normally afterwards.
+    assert writer.write([stats_row(bucket + timedelta(minutes=30))]) == 1
     writer.close()
 
 
