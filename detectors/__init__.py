@@ -6,6 +6,9 @@
 - :mod:`.robust`: :class:`RobustZScore` (cost), :class:`QuantileZScore`
   (p95 latency) and :class:`PerCallRatio` (tokens per call);
 - :mod:`.rate`: :class:`RateSurge` (error rates, binomial);
+- :mod:`.volume`: :class:`CallVolume` (calls per window, an over-dispersed
+  count) and :class:`SpendWithVolume` (cost: runs of spend, or one window
+  whose spend and calls both surge);
 - :mod:`.river_models`: :class:`HalfSpaceTreesDetector`, River's model as the
   measured alternative;
 - :mod:`.runaway`: :class:`RunawayLoop` on :class:`SessionSnapshot`;
@@ -26,10 +29,12 @@ from observatory.detectors.budget import Budget, BudgetLimit, Spend
 from observatory.detectors.rate import RateSurge
 from observatory.detectors.robust import PerCallRatio, QuantileZScore, RobustZScore
 from observatory.detectors.runaway import RunawayLoop, SessionSnapshot
+from observatory.detectors.volume import CallVolume, SpendWithVolume
 
 __all__ = [
     "Budget",
     "BudgetLimit",
+    "CallVolume",
     "Detector",
     "HalfSpaceTreesDetector",
     "KeyedDetectors",
@@ -41,6 +46,7 @@ __all__ = [
     "RunawayLoop",
     "SessionSnapshot",
     "Spend",
+    "SpendWithVolume",
     "Thresholded",
     "Verdict",
     "run_series",

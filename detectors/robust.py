@@ -69,9 +69,11 @@ class RobustZScore(Detector):
         Points with a smaller weight (e.g. a p95 over 3 calls) are neither
         scored nor learned.
     spans
-        Run lengths scored: the score is the largest ``|sum of the last L
-        standardised residuals| / sqrt(L)`` over ``L`` in ``spans``. ``(1,)``
-        is the plain z-score. Longer runs see a sustained shift ``sqrt(L)``
+        Run lengths scored: the score is the largest ``sum of the last L
+        standardised residuals / sqrt(L)`` over ``L`` in ``spans``, taken in
+        the direction of the point's own residual (a run of low windows does
+        not make the next ordinary one a spike). ``(1,)`` is the plain
+        (absolute) z-score. Longer runs see a sustained shift ``sqrt(L)``
         times better; and leaving out ``1`` makes a single wild window
         (one huge call in a heavy-tailed sum) unable to alert alone, since
         each residual of a run is clipped at ``span_clip``.
@@ -220,6 +222,15 @@ class RobustZScore(Detector):
         if self._buffer is None and self._usable(x):
             self._remember(self._standardised(x))
 
+    def standardised(self, x: Point) -> float:
+        """The signed standardised residual of ``x`` alone, unclipped, whatever the spans.
+
+        0.0 while warming up or for an unusable point; no side effects.
+        """
+        if self._buffer is not None or not self._usable(x):
+            return 0.0
+        return self._standardised(x)
+
     def score_one(self, x: Point) -> float:
         if self._buffer is not None or not self._usable(x):
             return 0.0
@@ -228,12 +239,15 @@ class RobustZScore(Detector):
         best = abs(z) if spans[0] == 1 else 0.0
         if spans[-1] > 1:
             # Runs end at this point; a missing window (no calls) does not break them.
+            # A run counts in this point's own direction only: after a dip, a normal
+            # window is not a spike (and a run's score only grows with the point).
+            sign = 1.0 if z >= 0 else -1.0
             total = max(-self.span_clip, min(self.span_clip, z))
             recent = self._recent
             for length in range(2, min(spans[-1], len(recent) + 1) + 1):
                 total += recent[-(length - 1)]
                 if length in spans:
-                    best = max(best, abs(total) / math.sqrt(length))
+                    best = max(best, sign * total / math.sqrt(length))
         return best
 
 

@@ -17,7 +17,9 @@ signal was running (or ended at most two windows before); an incident is
 precision, recall and two delays, in windows of event time from the
 incident's start:
 
-* **decision**: to the end of the window whose verdict raised the alert;
+* **decision**: to the event time of the verdict that raised the alert: the
+  end of a window, or for an early check (``pipeline.checks_per_window``) the
+  point of the open window it was made at;
 * **to webhook**: to the receiver getting it, i.e. the decision, plus the
   watermark delay (the event time the flow waits past a window's end before
   closing it), plus the measured wall-clock time from the alert's outbox row
@@ -110,7 +112,7 @@ class KindResult:
     detected: int = 0
     alerts: int = 0
     true_alerts: int = 0
-    #: per detected incident: end of the deciding window - incident start, in windows
+    #: per detected incident: the deciding verdict's event time - incident start, in windows
     decision_windows: list[float] = field(default_factory=list)
     #: per detected incident: webhook received - incident start, in windows (see module doc)
     webhook_windows: list[float] = field(default_factory=list)
@@ -788,8 +790,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{hours:g} h labelled ({args.warmup_hours:g} h warm-up, {args.per_kind} incidents of "
         f"each kind) + {args.quiet_hours:g} h quiet per seed, {args.calls_per_minute:g} calls/min, "
-        f"{window_s}s windows. Delays in windows from the incident's start; 'webhook' = end of "
-        f"the deciding window + watermark delay ({watermark_s:g}s) + outbox-to-receiver time "
+        f"{window_s}s windows. Delays in windows from the incident's start; 'webhook' = the "
+        f"deciding verdict's event time (a window's end, or a point inside it for an early "
+        f"check) + watermark delay ({watermark_s:g}s) + outbox-to-receiver time "
         "(wall clock, measured). p95 is nearest-rank (the max for up to 20 incidents)."
     )
     ok = all(r.meets_targets() for r in pooled.values()) and not quiet_total

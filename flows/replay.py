@@ -8,8 +8,11 @@ detector config can be tuned on last week's data before it is deployed.
 
 What a replay cannot know exactly: per-(provider, model) p95 latency is
 rebuilt from the stored per-key p95s (call-weighted), since the sketches are
-not stored; and runaway loops are judged on each stored session's final state
-(the live per-minute snapshots are not stored).
+not stored; runaway loops are judged on each stored session's final state
+(the live per-minute snapshots are not stored); and windows are judged
+closed, as stored: an alert the flow opened early, part way into a window
+(``pipeline.checks_per_window``), shows here at that window's end, and one
+that only the partial window showed may not show at all.
 """
 
 from __future__ import annotations

@@ -321,7 +321,6 @@ class AlertLifecycle:
         return history.bit_count() >= policy.open_after_windows, False
 
     def _maybe_open(self, st: _Key, obs: Observation) -> list[Alert]:
-        policy = self.policy
         opens, in_flap = self._opens(st, obs, st.history, st.consecutive_anomalous)
         if not opens:
             if in_flap:

@@ -85,13 +85,15 @@ class _Agg:
 
 
 #: Signals an early check (part of a window, no sketches) can score.
-_EARLY_SIGNALS = frozenset(("cost_key", "cost_tenant", "error_rate", "tool_error_rate", "tokens_per_call"))
+_EARLY_SIGNALS = frozenset(
+    ("cost_key", "cost_tenant", "error_rate", "tool_error_rate", "tokens_per_call")
+)
 
 
 def _subjects(
     entries: Iterable[tuple[StatsKey, StatsAcc | PartialTally]], *, sketches: bool = True
 ) -> dict[str, dict[tuple, _Agg]]:
-    """Merge a window's accumulators (or tallies, ``sketches=False``) into each signal's subjects."""
+    """Merge a window's accumulators (or tallies: ``sketches=False``) into signals' subjects."""
     out: dict[str, dict[tuple, _Agg]] = {signal: {} for signal in SIGNALS}
 
     def add(signal: str, key: tuple, acc: StatsAcc, sketches: bool = False) -> None:
@@ -219,7 +221,11 @@ class DetectionStage:
                 for start in set(state.pending) | set(state.pending_observations)
                 if start + self.window_ns <= watermark
             ]
-            due += [(h + self.hop_ns, 0, h) for h in state.pending_hops if h + self.hop_ns <= watermark]
+            due += [
+                (hop + self.hop_ns, 0, hop)
+                for hop in state.pending_hops
+                if hop + self.hop_ns <= watermark
+            ]
             for at, closes, start in sorted(due):
                 if not closes:
                     alerts.extend(self._check_early(start, at, state.pending_hops.pop(start)))

@@ -29,6 +29,7 @@ from observatory.detectors.rate import RateSurge
 from observatory.detectors.river_models import HalfSpaceTreesDetector
 from observatory.detectors.robust import PerCallRatio, QuantileZScore, RobustZScore
 from observatory.detectors.runaway import RunawayLoop, SessionSnapshot
+from observatory.detectors.volume import CallVolume, SpendWithVolume
 
 # -- the contract ----------------------------------------------------------------
 
@@ -76,6 +77,24 @@ def _latency(rng: random.Random, i: int, factor: float = 1.0) -> Point:
     return Point(60.0 * i, _p95(rng, n, factor), float(n))
 
 
+def _traffic(rng: random.Random, i: int, extra_sessions: float = 0.0) -> Point:
+    """One minute of a key: ~1.5 sessions of 1-12 calls, value = spend, weight = calls."""
+    calls, spend = _sessions_minute(
+        rng, 1.5 * (1 + 0.5 * math.sin(2 * math.pi * i / 1440)) + extra_sessions
+    )
+    return Point(60.0 * i, spend, float(calls))
+
+
+def _spend_with_volume() -> SpendWithVolume:
+    return SpendWithVolume(
+        RobustZScore(warmup=60, offset=0.01, spans=(2, 3)),
+        CallVolume(warmup=60, spans=(1, 2)),
+        threshold=5.0,
+        spend_threshold=2.0,
+        volume_threshold=7.0,
+    )
+
+
 def _snapshot(rng: random.Random, i: int, loop: bool = False) -> SessionSnapshot:
     agent = ("planner", "coder")[i % 2]
     calls = rng.randint(2, 10) * (8 if loop else 1)
@@ -115,6 +134,18 @@ CASES = {
         lambda rng, i: _rate(rng, i, 0.2),
         lambda i: Point(60.0 * i, None, 0.0),
         lambda rng, i: Point(60.0 * i, rng.random() * 0.05, rng.randint(5, 50)),
+    ),
+    "call_volume": Case(
+        lambda: CallVolume(warmup=60, spans=(1, 2)),
+        lambda rng, i: _traffic(rng, i),
+        lambda rng, i: _traffic(rng, i, 20.0),
+        lambda i: Point(60.0 * i, None, 0.0),
+    ),
+    "spend_with_volume": Case(
+        _spend_with_volume,
+        lambda rng, i: _traffic(rng, i),
+        lambda rng, i: _traffic(rng, i, 20.0),
+        lambda i: Point(60.0 * i, None, 0.0),
     ),
     "half_space_trees": Case(
         lambda: HalfSpaceTreesDetector(
@@ -359,6 +390,104 @@ def test_cost_spike_of_many_extra_calls_is_flagged_by_its_second_window(seed):
     assert any(flagged), flagged
 
 
+def _quiet_cost_key(seed: int = 0, **overrides) -> Thresholded:
+    """The ``cost_key`` detector of the config after two quiet days of a sparse key."""
+    rng = random.Random(seed)
+    th = thresholded("cost_key", CostSpikeConfig(min_effect=0.05, **overrides))
+    for minute in range(2 * 1440):
+        x = _traffic(rng, minute)
+        if x.weight:  # as in the flow: a minute without calls has no point
+            assert not th.update(x).anomalous, (minute, x)
+    return th
+
+
+def _verdict(th: Thresholded, x: Point) -> Verdict:
+    return pickle.loads(pickle.dumps(th)).update(x)  # a copy: th stays as it was
+
+
+def test_one_heavy_window_alerts_only_when_its_calls_surge_too():
+    """x15 spend in one window: one long session (usual calls) or more traffic (x20 calls)."""
+    th = _quiet_cost_key()
+    det = th.detector
+    assert isinstance(det, SpendWithVolume)
+    spend, calls = det.expected(), det.volume.mean()
+    t = 60.0 * 2880
+    heavy = Point(t, 15 * spend, float(round(calls)))
+    cheap = Point(t, 1.5 * spend, 20 * calls)  # many calls, hardly more spend
+    spike = Point(t, 15 * spend, 20 * calls)
+    assert det.spend.standardised(heavy) > 2.0  # the spend alone is surprising
+    assert not _verdict(th, heavy).anomalous
+    assert det.volume.score_one(cheap) > 7.0  # the calls alone are surprising
+    assert not _verdict(th, cheap).anomalous
+    verdict = _verdict(th, spike)
+    assert verdict.anomalous and verdict.expected == pytest.approx(spend)
+    # Without the volume path (runs of spend only) the first window is not enough.
+    runs_only = _quiet_cost_key(volume_sensitivity=None)
+    assert isinstance(runs_only.detector, RobustZScore)
+    assert not _verdict(runs_only, spike).anomalous
+
+
+def test_a_smaller_volume_surge_is_flagged_by_its_second_window_pooled():
+    """x12 calls (~55 where ~4.6 are usual): not clear in one window, clear in two."""
+    th = _quiet_cost_key(1)
+    spend, calls = th.detector.expected(), th.detector.volume.mean()
+    first = th.update(Point(60.0 * 2880, 8 * spend, 12 * calls))
+    second = th.update(Point(60.0 * 2881, 8 * spend, 12 * calls))
+    assert (first.anomalous, second.anomalous) == (False, True)
+
+
+def test_the_single_window_score_grows_with_spend_and_with_calls():
+    """What a look at a window still filling up flags, the closed window flags too."""
+    th = _quiet_cost_key()
+    det = th.detector
+    spend, calls = det.expected(), det.volume.mean()
+    factors = (0.5, 1, 2, 5, 10, 20, 50)
+    grid = [
+        [det.corroborated(Point(60.0 * 2880, a * spend, b * calls)) for b in factors]
+        for a in factors
+    ]
+    for row in grid:
+        assert row == sorted(row)
+    for column in zip(*grid, strict=True):
+        assert list(column) == sorted(column)
+    assert grid[0][0] == 0.0 and grid[-1][-1] > th.threshold
+
+
+def test_call_volume_counts_windows_without_points_as_no_calls():
+    every_minute, every_fifth = CallVolume(warmup=10), CallVolume(warmup=10)
+    for i in range(600):
+        every_minute.learn_one(Point(60.0 * i, 0.01, 1.0))
+        if i % 5 == 0 or i == 1:  # minutes 0 and 1 show how long a window is
+            every_fifth.learn_one(Point(60.0 * i, 0.05, 5.0))
+        else:
+            every_fifth.learn_one(Point(60.0 * i, None, 0.0))  # tolerated, as no point
+    assert every_minute.mean() == pytest.approx(1.0)
+    assert every_fifth.mean() == pytest.approx(1.0, rel=0.15)  # not 5: the gaps count
+    # Its 5 calls in one minute are a burst, not what the key does each minute.
+    assert every_fifth.score_one(Point(60.0 * 600, 0.05, 5.0)) > 0.0
+    assert every_minute.score_one(Point(60.0 * 600, 0.01, 1.0)) == 0.0
+
+
+def test_call_volume_is_deterministic_and_survives_pickle_mid_stream():
+    rng = random.Random(9)
+    history = [_traffic(rng, i) for i in range(300)]
+    future = [_traffic(rng, 300 + i, 30.0 * (i % 7 == 0)) for i in range(100)]
+    a, b = _spend_with_volume(), _spend_with_volume()
+    for x in history:
+        a.learn_one(x)
+        b.learn_one(x)
+    copy = pickle.loads(pickle.dumps(a))
+    scores = []
+    for det in (a, b, copy):
+        out = []
+        for x in future:
+            out.append(det.score_one(x))
+            (det.skip_one if out[-1] >= 5.0 else det.learn_one)(x)
+        scores.append(out)
+    assert scores[0] == scores[1] == scores[2]
+    assert max(scores[0]) >= 5.0
+
+
 def test_a_sustained_spike_scoring_3_a_window_is_caught_by_longer_runs():
     """Each window of the spike is 2.7 scales up: runs of 2-3 never reach 5, 4-6 do."""
 
@@ -546,9 +675,34 @@ def test_keyed_factory_from_config_is_a_partial():
 
 @pytest.mark.parametrize(
     "module",
-    ["base", "robust", "rate", "river_models", "runaway", "budget", "config", "workload"],
+    [
+        "base",
+        "robust",
+        "rate",
+        "volume",
+        "river_models",
+        "runaway",
+        "budget",
+        "config",
+        "workload",
+    ],
 )
 def test_doctests(module):
     mod = importlib.import_module(f"observatory.detectors.{module}")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_a_run_counts_only_in_the_direction_of_its_last_window():
+    """After a dip, an ordinary window is not a spike (the run is scored its own way)."""
+    from observatory.detectors.robust import RobustZScore
+
+    det = RobustZScore(warmup=30, spans=(2, 3, 4, 6))
+    for minute in range(300):
+        det.learn_one(Point(60.0 * minute, 2.0 * (1.1 if minute % 2 else 0.9)))
+    for minute in range(300, 305):  # an outage: spend falls to a tenth
+        det.learn_one(Point(60.0 * minute, 0.2))
+    ordinary = Point(60.0 * 305, 2.2)
+    assert det.score_one(ordinary) < 3
+    low = Point(60.0 * 305, 0.2)
+    assert det.score_one(low) > 5  # the dip itself still scores (as a dip)

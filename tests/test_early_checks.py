@@ -87,7 +87,7 @@ def run(checks: int, *, surge_minute: int = 40, minutes: int = 42):
 
 def test_a_clear_surge_alerts_before_its_window_closes():
     early, early_stage = run(4)
-    late, late_stage = run(1)
+    late, _ = run(1)
     assert [a.kind for _, a in early] == ["error_surge"]
     assert [a.kind for _, a in late] == ["error_surge"]
     (step_early, first), (step_late, last) = early[0], late[0]
