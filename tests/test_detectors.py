@@ -336,7 +336,7 @@ def test_latency_p95_of_a_low_volume_model_does_not_fire_but_its_slowdown_does()
     """3 to 18 calls a minute: a p95 of a few calls is noisy, and biased low.
 
     With the old floor of 20 calls such a model was never scored; now every
-    window of 3+ calls is, with its residual shrunk by sqrt(calls / 10).
+    window of 3+ calls is, with its residual scaled by sqrt(calls + pseudo_calls).
     Two days of ordinary windows stay quiet, and a x4 slowdown is flagged in
     the very window it starts, on 10 calls.
     """
@@ -706,3 +706,39 @@ def test_a_run_counts_only_in_the_direction_of_its_last_window():
     assert det.score_one(ordinary) < 3
     low = Point(60.0 * 305, 0.2)
     assert det.score_one(low) > 5  # the dip itself still scores (as a dip)
+
+
+# -- latency p95 at 1000 calls a minute: a window with fewer calls than usual ----------
+
+
+def test_latency_p95_of_a_window_with_fewer_calls_than_usual_is_not_overrated():
+    """60 to 190 calls a minute: the p95 of 60 calls wobbles ~1.7x as much as that of 190.
+
+    With the residual's gain capped at ``full_weight`` (10) calls, every busy
+    window counted alike, so the scale learned over 190-call minutes judged a
+    60-call minute on a precision it did not have: a p95 1.4x the usual, under
+    4 sigma of its own noise, scored 6+ and alerted (the incident-free day of
+    the 1000 calls/min evaluation). Residuals now grow with sqrt(calls +
+    pseudo_calls): windows of 60 and 190 calls spread alike, the 1.4x window
+    is unremarkable, and a x4 slowdown over 60 calls still alerts at once.
+    """
+    rng = random.Random(5)
+    th = thresholded("latency_p95", LatencyAnomalyConfig())
+    z: dict[int, list[float]] = {60: [], 190: []}
+    for minute in range(2000):
+        n = 190 if minute < 600 or minute % 2 else 60
+        x = Point(60.0 * minute, _p95(rng, n), float(n))
+        if minute >= 600:
+            z[n].append(th.detector.standardised(x))
+        assert not th.update(x).anomalous, (minute, n)
+    spread = {n: math.sqrt(sum(v * v for v in zs) / len(zs)) for n, zs in z.items()}
+    assert 0.8 < spread[60] / spread[190] < 1.25, spread
+
+    busy = thresholded("latency_p95", LatencyAnomalyConfig())
+    for minute in range(600):
+        busy.update(Point(60.0 * minute, _p95(rng, 190), 190.0))
+    usual = busy.detector.expected()
+    wobble = busy.update(Point(36000.0, 1.4 * usual, 60.0))
+    assert not wobble.anomalous and wobble.score < 5, wobble
+    slow = busy.update(Point(36060.0, _p95(rng, 60, 4.0), 60.0))
+    assert slow.anomalous and slow.score > 10, slow
