@@ -48,7 +48,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -223,6 +223,22 @@ def explained(
         i.kind in causes and subject_matches(i, dims) and _during(i, at_s, window_s)
         for i in incidents
     )
+
+
+def false_alerts(
+    incidents: list[Incident], triggers: list[Received], window_s: int
+) -> list[tuple[str, dict[str, str], float]]:
+    """(kind, dimensions, detected_at) of the triggers no incident explains."""
+    out = []
+    for message in triggers:
+        kind, dims, at_s = alert_facts(message)
+        if kind in EXPLAINED_BY and not explained(incidents, kind, dims, at_s, window_s):
+            out.append((kind, dims, at_s))
+    return out
+
+
+def _utc_text(at_s: float) -> str:
+    return datetime.fromtimestamp(at_s, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def score(
@@ -776,20 +792,24 @@ def main(argv: list[str] | None = None) -> int:
             quiet_total += quiet_facts
             for kind, result in results.items():
                 pooled[kind].add(result)
+            unexplained = false_alerts(labelled.incidents, labelled.triggers, window_s)
             per_seed[seed] = {
                 "kinds": {k: r.as_dict() for k, r in results.items()},
+                "false_alerts": [list(f) for f in unexplained],
                 "quiet_day_alerts": [list(f) for f in quiet_facts],
                 "spans": labelled.spans,
             }
             print()
             print(table(results, len(quiet), f"seed {seed} (quiet day: seed {seed + 1})"))
+            for kind, dims, at_s in unexplained:
+                print(f"  false alert: {kind} {dims} at {_utc_text(at_s)}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     print()
     print(table(pooled, len(quiet_total), f"all seeds {args.seeds}"))
     for kind, dims, at_s in quiet_total:
-        print(f"  quiet-day alert: {kind} {dims} at {datetime.fromtimestamp(at_s).isoformat()}")
+        print(f"  quiet-day alert: {kind} {dims} at {_utc_text(at_s)}")
     print(
         f"\n{hours:g} h labelled ({args.warmup_hours:g} h warm-up, {args.per_kind} incidents of "
         f"each kind) + {args.quiet_hours:g} h quiet per seed, {args.calls_per_minute:g} calls/min, "

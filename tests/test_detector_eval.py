@@ -77,3 +77,9 @@ def test_a_cost_alert_on_a_token_blowup_is_explained_not_false():
     elsewhere = _trigger("cost_spike", {"tenant": "other"}, t0 + 180, 0.0)
     result = score([blowup], [cost, elsewhere], 60)["cost_spike"]
     assert (result.alerts, result.true_alerts, result.incidents) == (2, 1, 0)
+    # The report names the one no incident explains.
+    from observatory.flows.evaluate import false_alerts
+
+    assert false_alerts([blowup], [cost, elsewhere], 60) == [
+        ("cost_spike", {"tenant": "other"}, float(t0 + 180))
+    ]
