@@ -274,40 +274,31 @@ class DetectionStage:
         window_start = datetime.fromtimestamp(t, tz=UTC)
         window_end = datetime.fromtimestamp((start + self.window_ns) / NS, tz=UTC)
         observations: list[Observation] = []
-        for signal, subjects in _subjects(entries).items():
-            if signal not in self.detectors.series:
+        for signal, kind, dimensions, key, agg, point in self._points(entries, t, early=False):
+            verdict = self.detectors.update(signal, key, point)
+            if verdict is None:
                 continue
-            kind, dimensions = SIGNALS[signal]
-            kind_cfg = self._kind_config(kind)
-            for key in sorted(subjects):
-                agg = subjects[key]
-                point = _point(signal, t, agg)
-                if point is None:
-                    continue
-                verdict = self.detectors.update(signal, key, point)
-                if verdict is None:
-                    continue
-                subject = dict(zip(dimensions, key, strict=True))
-                if signal == "ttft_p95":
-                    # Same kind and dimensions as latency_p95: its own incident key.
-                    subject["metric"] = "ttft"
-                if not verdict.anomalous and (
-                    dedup_key(kind, tuple(subject.items()), subject.get("tenant", ""))
-                    not in self.lifecycle
-                ):
-                    continue  # a normal window of a quiet subject changes nothing
-                observations.append(
-                    self._observation(
-                        verdict,
-                        kind=kind,
-                        signal=signal,
-                        subject=subject,
-                        window_start=window_start,
-                        window_end=window_end,
-                        severity=kind_cfg.severity,
-                        exemplars=tuple(trace for _, trace in agg.exemplars),
-                    )
+            subject = dict(zip(dimensions, key, strict=True))
+            if signal == "ttft_p95":
+                # Same kind and dimensions as latency_p95: its own incident key.
+                subject["metric"] = "ttft"
+            if not verdict.anomalous and (
+                dedup_key(kind, tuple(subject.items()), subject.get("tenant", ""))
+                not in self.lifecycle
+            ):
+                continue  # a normal window of a quiet subject changes nothing
+            observations.append(
+                self._observation(
+                    verdict,
+                    kind=kind,
+                    signal=signal,
+                    subject=subject,
+                    window_start=window_start,
+                    window_end=window_end,
+                    severity=self._kind_config(kind).severity,
+                    exemplars=tuple(trace for _, trace in agg.exemplars),
                 )
+            )
         observations.extend(self._budgets(t, entries, window_start, window_end))
         observations.extend(sorted(session_observations, key=lambda o: o.dedup_key))
         alerts = self._route(self.lifecycle.advance_to(window_end))
@@ -333,31 +324,40 @@ class DetectionStage:
         window_end = datetime.fromtimestamp(at / NS, tz=UTC)
         details = {"window_seconds_seen": (at - start) / NS, "window_seconds": self.window_ns / NS}
         alerts: list[Alert] = []
-        for signal, subjects in _subjects(so_far, sketches=False).items():
-            if signal not in _EARLY_SIGNALS or signal not in self.detectors.series:
+        for signal, kind, dimensions, key, agg, point in self._points(so_far, t, early=True):
+            verdict = self.detectors.peek(signal, key, point)
+            if verdict is None or not verdict.anomalous:
+                continue
+            observation = self._observation(
+                verdict,
+                kind=kind,
+                signal=signal,
+                subject=dict(zip(dimensions, key, strict=True)),
+                window_start=window_start,
+                window_end=window_end,
+                severity=self._kind_config(kind).severity,
+                exemplars=tuple(trace for _, trace in agg.exemplars),
+                details=details,
+            )
+            self.state.early_verdicts += 1
+            alerts.extend(self._route(self.lifecycle.observe_early(observation)))
+        return alerts
+
+    def _points(self, entries, t: float, *, early: bool):
+        """(signal, kind, dimensions, key, agg, point) of each subject a window can score.
+
+        ``early``: a window still open, summed from hop tallies (no sketches,
+        so no percentiles).
+        """
+        for signal, subjects in _subjects(entries, sketches=not early).items():
+            if signal not in self.detectors.series or (early and signal not in _EARLY_SIGNALS):
                 continue
             kind, dimensions = SIGNALS[signal]
-            kind_cfg = self._kind_config(kind)
             for key in sorted(subjects):
                 agg = subjects[key]
                 point = _point(signal, t, agg)
-                verdict = self.detectors.peek(signal, key, point) if point is not None else None
-                if verdict is None or not verdict.anomalous:
-                    continue
-                observation = self._observation(
-                    verdict,
-                    kind=kind,
-                    signal=signal,
-                    subject=dict(zip(dimensions, key, strict=True)),
-                    window_start=window_start,
-                    window_end=window_end,
-                    severity=kind_cfg.severity,
-                    exemplars=tuple(trace for _, trace in agg.exemplars),
-                    details=details,
-                )
-                self.state.early_verdicts += 1
-                alerts.extend(self._route(self.lifecycle.observe_early(observation)))
-        return alerts
+                if point is not None:
+                    yield signal, kind, dimensions, key, agg, point
 
     def _budgets(self, t, entries, window_start, window_end) -> list[Observation]:
         if self.detectors.budget is None:
