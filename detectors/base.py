@@ -206,10 +206,8 @@ class Thresholded:
     def update(self, x: Point) -> Verdict:
         """Score ``x``, decide, learn it unless it is an anomaly, and say why."""
         detector = self.detector
-        score = detector.score_one(x)
-        expected = detector.expected()
-        anomalous = self.decide(x, score, expected)
-        if anomalous and not self.learn_anomalies:
+        verdict = self.peek(x)
+        if verdict.anomalous and not self.learn_anomalies:
             self.streak += 1
             if self.relearn_after is not None and self.streak > self.relearn_after:
                 detector.learn_one(x)
@@ -218,7 +216,7 @@ class Thresholded:
         else:
             self.streak = 0
             detector.learn_one(x)
-        return Verdict(anomalous, score, x.value, expected)
+        return verdict
 
 
 class KeyedDetectors:

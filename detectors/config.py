@@ -457,24 +457,23 @@ class DetectorSet:
 
     def update(self, signal: str, key: tuple[Hashable, ...], x: Point) -> Verdict | None:
         """Feed one window of one key of ``signal``; None when it is disabled or out of scope."""
-        keyed = self.series.get(signal)
-        if keyed is None:
-            return None
-        kind, dimensions = SIGNALS[signal]
-        scope = self.config.kind(kind).scope
-        if not scope.matches(dict(zip(dimensions, key, strict=True))):
-            return None
-        return keyed.update(key, x)
+        keyed = self._watching(signal, key)
+        return keyed.update(key, x) if keyed is not None else None
 
     def peek(self, signal: str, key: tuple[Hashable, ...], x: Point) -> Verdict | None:
         """:meth:`update`'s verdict without learning (a window still open); None as there."""
+        keyed = self._watching(signal, key)
+        return keyed.peek(key, x) if keyed is not None else None
+
+    def _watching(self, signal: str, key: tuple[Hashable, ...]) -> KeyedDetectors | None:
+        """The detectors of ``signal`` if it is enabled and ``key`` is in its scope."""
         keyed = self.series.get(signal)
         if keyed is None:
             return None
         kind, dimensions = SIGNALS[signal]
         if not self.config.kind(kind).scope.matches(dict(zip(dimensions, key, strict=True))):
             return None
-        return keyed.peek(key, x)
+        return keyed
 
     def update_session(self, snapshot: SessionSnapshot) -> Verdict | None:
         """Check one live session snapshot; None when disabled or out of scope."""

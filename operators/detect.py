@@ -54,25 +54,18 @@ class DetectFeed:
     hops: list[tuple[int, list[tuple[StatsKey, PartialTally]]]] = field(default_factory=list)
 
 
-class _Agg:
+class _Agg(PartialTally):
     """One subject's value in one window, merged over keys and shards."""
 
-    __slots__ = ("calls", "errors", "exemplars", "input_tokens", "latency", "total", "ttft")
+    __slots__ = ("latency", "ttft")
 
     def __init__(self) -> None:
-        self.calls = 0
-        self.errors = 0
-        self.input_tokens = 0
-        self.total = 0.0
+        super().__init__()
         self.latency: QuantileSketch | None = None
         self.ttft: QuantileSketch | None = None
-        self.exemplars: list[tuple[float, str]] = []
 
-    def add(self, acc: StatsAcc, *, sketches: bool) -> None:
-        self.calls += acc.calls
-        self.errors += acc.errors
-        self.input_tokens += acc.input_tokens
-        self.total += acc.cost_usd
+    def add(self, acc: StatsAcc | PartialTally, *, sketches: bool = False) -> None:
+        super().add(acc)
         if sketches:
             if self.latency is None:
                 self.latency = QuantileSketch(acc.latency.accuracy)
@@ -81,7 +74,6 @@ class _Agg:
                 if self.ttft is None:
                     self.ttft = QuantileSketch(acc.ttft.accuracy)
                 self.ttft.merge(acc.ttft)
-        self.exemplars = sorted(self.exemplars + acc.exemplars, reverse=True)[:3]
 
 
 #: Signals an early check (part of a window, no sketches) can score.
@@ -120,7 +112,7 @@ def _subjects(
 
 def _point(signal: str, t: float, agg: _Agg) -> Point | None:
     if signal in ("cost_key", "cost_tenant"):
-        return Point(t, agg.total, float(agg.calls))
+        return Point(t, agg.cost_usd, float(agg.calls))
     if signal == "latency_p95":
         value = agg.latency.quantile(0.95) if agg.latency is not None else None
         return Point(t, value, float(agg.calls))
