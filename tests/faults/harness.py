@@ -454,29 +454,47 @@ def compare_windows(name: str, expected: pd.DataFrame, actual: pd.DataFrame) -> 
     if stored_twice:
         check.doubled += stored_twice
         check.problems.append(f"{name}: {stored_twice} keys stored twice")
+    _compare_rows(
+        check,
+        expected,
+        actual,
+        KEY,
+        count="calls",
+        where=lambda row: f"{name} {tuple(row[k] for k in KEY)}",
+        mismatches=_window_mismatches,
+    )
+    return check
+
+
+def _compare_rows(check: Check, expected, actual, key, *, count: str, where, mismatches) -> None:
+    """Outer-join expected and stored rows on ``key`` and count what is lost, doubled or wrong.
+
+    A row is lost when missing or holding fewer ``count`` than expected, doubled
+    when not expected or holding more, wrong when ``mismatches(row)`` names columns.
+    """
     merged = expected.merge(
-        actual.drop_duplicates(KEY), on=KEY, how="outer", suffixes=("_exp", "_act"), indicator=True
+        actual.drop_duplicates(key), on=key, how="outer", suffixes=("_exp", "_act"), indicator=True
     )
     for _, row in merged.iterrows():
-        where = f"{name} {tuple(row[k] for k in KEY)}"
+        at = where(row)
+        want, got = row[f"{count}_exp"], row[f"{count}_act"]
         if row["_merge"] == "left_only":
             check.lost += 1
-            check.problems.append(f"{where}: missing ({row['calls_exp']} calls)")
+            check.problems.append(f"{at}: missing ({want} {count})")
         elif row["_merge"] == "right_only":
             check.doubled += 1
-            check.problems.append(f"{where}: not expected ({row['calls_act']} calls)")
-        elif row["calls_act"] < row["calls_exp"]:
+            check.problems.append(f"{at}: not expected ({got} {count})")
+        elif got < want:
             check.lost += 1
-            check.problems.append(f"{where}: {row['calls_act']} calls of {row['calls_exp']}")
-        elif row["calls_act"] > row["calls_exp"]:
+            check.problems.append(f"{at}: {got} {count} of {want}")
+        elif got > want:
             check.doubled += 1
-            check.problems.append(f"{where}: {row['calls_act']} calls, not {row['calls_exp']}")
+            check.problems.append(f"{at}: {got} {count}, not {want}")
         else:
-            bad = _window_mismatches(row)
+            bad = mismatches(row)
             if bad:
                 check.wrong += 1
-                check.problems.append(f"{where}: {', '.join(bad)}")
-    return check
+                check.problems.append(f"{at}: {', '.join(bad)}")
 
 
 def _window_mismatches(row) -> list[str]:
@@ -501,35 +519,27 @@ def compare_sessions(expected: pd.DataFrame, actual: pd.DataFrame) -> Check:
     for (tenant, session), n in counts[counts > 1].items():
         check.doubled += 1
         check.problems.append(f"agent_sessions {tenant}/{session}: {n} rows")
-    merged = expected.merge(
-        actual.drop_duplicates(key), on=key, how="outer", suffixes=("_exp", "_act"), indicator=True
+    _compare_rows(
+        check,
+        expected,
+        actual,
+        key,
+        count="llm_calls",
+        where=lambda row: f"agent_sessions {row['tenant']}/{row['session_id']}",
+        mismatches=_session_mismatches,
     )
-    for _, row in merged.iterrows():
-        where = f"agent_sessions {row['tenant']}/{row['session_id']}"
-        if row["_merge"] == "left_only":
-            check.lost += 1
-            check.problems.append(f"{where}: missing")
-        elif row["_merge"] == "right_only":
-            check.doubled += 1
-            check.problems.append(f"{where}: not expected")
-        elif row["llm_calls_act"] < row["llm_calls_exp"]:
-            check.lost += 1
-            check.problems.append(f"{where}: {row['llm_calls_act']} of {row['llm_calls_exp']}")
-        elif row["llm_calls_act"] > row["llm_calls_exp"]:
-            check.doubled += 1
-            check.problems.append(f"{where}: {row['llm_calls_act']}, not {row['llm_calls_exp']}")
-        else:
-            bad = [
-                c
-                for c in ("tool_calls", "input_tokens", "output_tokens")
-                if row[f"{c}_exp"] != row[f"{c}_act"]
-            ]
-            if abs(row["cost_usd_exp"] - float(row["cost_usd_act"])) > 1e-9:
-                bad.append("cost_usd")
-            if bad:
-                check.wrong += 1
-                check.problems.append(f"{where}: {', '.join(bad)}")
     return check
+
+
+def _session_mismatches(row) -> list[str]:
+    bad = [
+        c
+        for c in ("tool_calls", "input_tokens", "output_tokens")
+        if row[f"{c}_exp"] != row[f"{c}_act"]
+    ]
+    if abs(row["cost_usd_exp"] - float(row["cost_usd_act"])) > 1e-9:
+        bad.append("cost_usd")
+    return bad
 
 
 def compare_counters(expected: dict[str, int], actual: dict[str, int]) -> Check:
