@@ -498,7 +498,7 @@ class SessionTracker:
         out = []
         done = []
         sessions = self.sessions
-        for key in sorted(self.fresh):
+        for key in self.fresh:
             session = sessions[key]
             session.fold_until(watermark_ns)
             if (
@@ -511,6 +511,8 @@ class SessionTracker:
             if not (session.pending or session.pending_llm):
                 done.append(key)
         self.fresh.difference_update(done)
+        # Sorted for a deterministic order; only the (few) sessions at a limit.
+        out.sort(key=lambda item: item[0])
         return out
 
     def snapshots_at(self, boundary_ns: int) -> list[tuple[Session, SessionSnapshot]]:
