@@ -83,10 +83,16 @@ _EARLY_SIGNALS = frozenset(
 
 
 def _subjects(
-    entries: Iterable[tuple[StatsKey, StatsAcc | PartialTally]], *, sketches: bool = True
+    entries: Iterable[tuple[StatsKey, StatsAcc | PartialTally]],
+    *,
+    sketches: bool = True,
+    into: dict[str, dict[tuple, _Agg]] | None = None,
 ) -> dict[str, dict[tuple, _Agg]]:
-    """Merge a window's accumulators (or tallies: ``sketches=False``) into signals' subjects."""
-    out: dict[str, dict[tuple, _Agg]] = {signal: {} for signal in SIGNALS}
+    """Merge a window's accumulators (or tallies: ``sketches=False``) into signals' subjects.
+
+    ``into``: subjects merged so far (an open window's earlier hops), added to.
+    """
+    out = into if into is not None else {signal: {} for signal in SIGNALS}
 
     def add(signal: str, key: tuple, acc: StatsAcc, sketches: bool = False) -> None:
         agg = out[signal].get(key)
@@ -134,8 +140,8 @@ class _State:
     pending_observations: dict[int, list[Observation]] = field(default_factory=dict)
     #: hop start -> the shards' tallies of that hop, until every shard has passed it
     pending_hops: dict[int, list[tuple[StatsKey, PartialTally]]] = field(default_factory=dict)
-    #: window start -> the tallies of its hops checked so far
-    partials: dict[int, list[tuple[StatsKey, PartialTally]]] = field(default_factory=dict)
+    #: window start -> its subjects merged from the hops checked so far
+    partials: dict[int, dict[str, dict[tuple, _Agg]]] = field(default_factory=dict)
     closed_through_ns: int = 0
     verdicts: int = 0
     anomalies: int = 0
@@ -266,7 +272,8 @@ class DetectionStage:
         window_start = datetime.fromtimestamp(t, tz=UTC)
         window_end = datetime.fromtimestamp((start + self.window_ns) / NS, tz=UTC)
         observations: list[Observation] = []
-        for signal, kind, dimensions, key, agg, point in self._points(entries, t, early=False):
+        subjects = _subjects(entries)
+        for signal, kind, dimensions, key, agg, point in self._points(subjects, t, early=False):
             verdict = self.detectors.update(signal, key, point)
             if verdict is None:
                 continue
@@ -309,14 +316,14 @@ class DetectionStage:
         start = hop_start - hop_start % self.window_ns
         if start < self.state.closed_through_ns:
             return []
-        so_far = self.state.partials.setdefault(start, [])
-        so_far.extend(entries)
+        partials = self.state.partials
+        partials[start] = subjects = _subjects(entries, sketches=False, into=partials.get(start))
         t = start / NS
         window_start = datetime.fromtimestamp(t, tz=UTC)
         window_end = datetime.fromtimestamp(at / NS, tz=UTC)
         details = {"window_seconds_seen": (at - start) / NS, "window_seconds": self.window_ns / NS}
         alerts: list[Alert] = []
-        for signal, kind, dimensions, key, agg, point in self._points(so_far, t, early=True):
+        for signal, kind, dimensions, key, agg, point in self._points(subjects, t, early=True):
             verdict = self.detectors.peek(signal, key, point)
             if verdict is None or not verdict.anomalous:
                 continue
@@ -335,13 +342,13 @@ class DetectionStage:
             alerts.extend(self._route(self.lifecycle.observe_early(observation)))
         return alerts
 
-    def _points(self, entries, t: float, *, early: bool):
+    def _points(self, by_signal: dict[str, dict[tuple, _Agg]], t: float, *, early: bool):
         """(signal, kind, dimensions, key, agg, point) of each subject a window can score.
 
         ``early``: a window still open, summed from hop tallies (no sketches,
         so no percentiles).
         """
-        for signal, subjects in _subjects(entries, sketches=not early).items():
+        for signal, subjects in by_signal.items():
             if signal not in self.detectors.series or (early and signal not in _EARLY_SIGNALS):
                 continue
             kind, dimensions = SIGNALS[signal]

@@ -112,6 +112,9 @@ def test_early_checks_learn_nothing():
     _, late_stage = run(1, surge_minute=10**6, minutes=30)
     assert pickle.dumps(early_stage.detectors) == pickle.dumps(late_stage.detectors)
     assert early_stage.state.partials.keys() <= {T0 + 29 * MIN}  # only the open window
+    # Its first three quarters (the last is the window's own check), merged hop by hop.
+    merged = early_stage.state.partials[T0 + 29 * MIN]["error_rate"][("chat", "gpt-4o")]
+    assert merged.calls == 3 * 15 * 2
 
 
 def test_a_hop_is_checked_only_once_every_shard_passed_it():
