@@ -24,6 +24,7 @@ __all__ = [
     "Thresholded",
     "Verdict",
     "run_series",
+    "threshold_for_looks",
 ]
 
 Direction = Literal["up", "down", "both"]
@@ -106,6 +107,27 @@ class Detector(abc.ABC):
         """Whether enough points were learned for scores to mean something."""
 
 
+def threshold_for_looks(threshold: float, looks: int) -> float:
+    """The threshold that keeps ``looks`` looks at one window as quiet as one look.
+
+    An early check scores a window several times as it fills up; for a value
+    that can go up and down within the window (a rate, a per-call mean) each
+    look is another chance for an ordinary minute to cross the threshold. For
+    a z-like score the tail beyond ``z`` is about ``exp(-z**2 / 2)``, so ``k``
+    looks at ``sqrt(z**2 + 2 ln k)`` raise a false alarm about as often as one
+    look at ``z`` (a Bonferroni margin: exact for independent looks, and
+    conservative for the overlapping ones of a filling window).
+
+    >>> threshold_for_looks(5.0, 1), round(threshold_for_looks(4.75, 3), 2)
+    (5.0, 4.98)
+    """
+    if looks < 1:
+        raise ValueError("looks must be at least 1")
+    if looks == 1 or not math.isfinite(threshold) or threshold <= 0:
+        return threshold
+    return math.sqrt(threshold * threshold + 2.0 * math.log(looks))
+
+
 def _direction_ok(direction: Direction, observed: float, expected: float) -> bool:
     if direction == "up":
         return observed > expected
@@ -177,18 +199,24 @@ class Thresholded:
         for name, value in zip(self.__slots__, state, strict=True):
             setattr(self, name, value)
 
-    def decide(self, x: Point, score: float, expected: float | None) -> bool:
+    def decide(
+        self, x: Point, score: float, expected: float | None, *, threshold: float | None = None
+    ) -> bool:
         observed = x.value
         if observed is None or expected is None or not self.detector.warmed_up:
             return False
-        if not score >= self.threshold:  # also False for NaN
+        if not score >= (self.threshold if threshold is None else threshold):  # False for NaN
             return False
         if abs(observed - expected) < self.min_effect:
             return False
         return _direction_ok(self.direction, observed, expected)
 
-    def peek(self, x: Point) -> Verdict:
+    def peek(self, x: Point, *, looks: int = 1) -> Verdict:
         """The verdict on ``x`` without learning it: for a window still filling up.
+
+        ``looks``: how many times the window is looked at before it closes;
+        the threshold is raised to :func:`threshold_for_looks` so that the
+        looks together alarm about as often as one.
 
         >>> from observatory.detectors.robust import RobustZScore
         >>> th = Thresholded(RobustZScore(warmup=3), threshold=5.0)
@@ -201,7 +229,10 @@ class Thresholded:
         detector = self.detector
         score = detector.score_one(x)
         expected = detector.expected()
-        return Verdict(self.decide(x, score, expected), score, x.value, expected)
+        threshold = threshold_for_looks(self.threshold, looks)
+        return Verdict(
+            self.decide(x, score, expected, threshold=threshold), score, x.value, expected
+        )
 
     def update(self, x: Point) -> Verdict:
         """Score ``x``, decide, learn it unless it is an anomaly, and say why."""
@@ -287,10 +318,10 @@ class KeyedDetectors:
         self._evict()
         return verdict
 
-    def peek(self, key: Hashable, x: Point) -> Verdict | None:
+    def peek(self, key: Hashable, x: Point, *, looks: int = 1) -> Verdict | None:
         """``key``'s verdict on ``x`` without learning it (None for a key never seen)."""
         entry = self.entries.get(key)
-        return entry[0].peek(x) if entry is not None else None
+        return entry[0].peek(x, looks=looks) if entry is not None else None
 
     def _evict(self) -> None:
         # Entries are in update order, which is event-time order up to the

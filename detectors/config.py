@@ -460,10 +460,15 @@ class DetectorSet:
         keyed = self._watching(signal, key)
         return keyed.update(key, x) if keyed is not None else None
 
-    def peek(self, signal: str, key: tuple[Hashable, ...], x: Point) -> Verdict | None:
-        """:meth:`update`'s verdict without learning (a window still open); None as there."""
+    def peek(
+        self, signal: str, key: tuple[Hashable, ...], x: Point, *, looks: int = 1
+    ) -> Verdict | None:
+        """:meth:`update`'s verdict without learning (a window still open); None as there.
+
+        ``looks``: see :meth:`Thresholded.peek`.
+        """
         keyed = self._watching(signal, key)
-        return keyed.peek(key, x) if keyed is not None else None
+        return keyed.peek(key, x, looks=looks) if keyed is not None else None
 
     def _watching(self, signal: str, key: tuple[Hashable, ...]) -> KeyedDetectors | None:
         """The detectors of ``signal`` if it is enabled and ``key`` is in its scope."""

@@ -80,6 +80,10 @@ class _Agg(PartialTally):
 _EARLY_SIGNALS = frozenset(
     ("cost_key", "cost_tenant", "error_rate", "tool_error_rate", "tokens_per_call")
 )
+#: Spend only grows as a window fills: an early look that crosses the threshold
+#: is one the closed window crosses too, so looking early adds no false alarm.
+#: Rates and per-call means go up and down; their early looks pay a margin.
+_MONOTONE_SIGNALS = frozenset(("cost_key", "cost_tenant"))
 
 
 def _subjects(
@@ -164,6 +168,8 @@ class DetectionStage:
     ):
         self.window_ns = window_s * NS
         self.hop_ns = self.window_ns // checks_per_window
+        #: Early looks at a window (the last hop is only checked as the closed window).
+        self.early_looks = max(checks_per_window - 1, 1)
         self.expected = frozenset(shards)
         self.config = detectors
         self.policy = policy
@@ -311,7 +317,10 @@ class DetectionStage:
         An anomaly this clear already may open its alert now (see
         :meth:`AlertLifecycle.observe_early`); the closed window is checked
         and learned as usual. Spend only grows as a window fills, so a cost
-        spike flagged early is one its closed window flags too.
+        spike flagged early is one its closed window flags too; rates and
+        per-call means are judged at :func:`~observatory.detectors.base.threshold_for_looks`
+        of their early looks, so that looking early does not multiply their
+        false alarms.
         """
         start = hop_start - hop_start % self.window_ns
         if start < self.state.closed_through_ns:
@@ -324,7 +333,8 @@ class DetectionStage:
         details = {"window_seconds_seen": (at - start) / NS, "window_seconds": self.window_ns / NS}
         alerts: list[Alert] = []
         for signal, kind, dimensions, key, agg, point in self._points(subjects, t, early=True):
-            verdict = self.detectors.peek(signal, key, point)
+            looks = 1 if signal in _MONOTONE_SIGNALS else self.early_looks
+            verdict = self.detectors.peek(signal, key, point, looks=looks)
             if verdict is None or not verdict.anomalous:
                 continue
             observation = self._observation(

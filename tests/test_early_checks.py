@@ -5,7 +5,7 @@ import pickle
 from observatory.detectors.config import DetectorsConfig
 from observatory.operators.alerting import LifecyclePolicy
 from observatory.operators.detect import DetectFeed, DetectionStage
-from observatory.operators.stats import preaggregate
+from observatory.operators.stats import PartialTally, preaggregate
 from observatory.operators.windows import NS, ShardInput, WindowShard
 from observatory.schemas.records import LlmCall
 
@@ -154,3 +154,34 @@ def test_the_shard_tallies_hops_of_open_windows_but_not_their_last_hop():
     assert sum(t.calls for _, t in hops[T0 + HOP]) == 10 + 2
     assert sum(t.calls for _, t in hops[T0 + 2 * HOP]) == 20
     assert not shard.state.hops
+
+
+def test_rates_pay_a_margin_for_looking_early_and_spend_does_not():
+    """Three early looks at a filling window: a rate must clear a higher bar.
+
+    Spend only grows as a window fills (an early crossing is one the closed
+    window makes too); a rate goes up and down, so each look is another chance
+    for an ordinary minute to cross.
+    """
+    config = DetectorsConfig.model_validate({"error_surge": {"warmup_windows": 10}})
+    stage = DetectionStage(
+        window_s=60, shards=SHARDS, detectors=config, policy=LifecyclePolicy(), checks_per_window=4
+    )
+    looks: dict[str, set[int]] = {}
+    peek = stage.detectors.peek
+
+    def recording(signal, key, x, **kwargs):
+        looks.setdefault(signal, set()).add(kwargs.get("looks", 1))
+        return peek(signal, key, x, **kwargs)
+
+    stage.detectors.peek = recording
+    tallies = []
+    for (key, _), acc in preaggregate(calls_in(T0, 15, errors=3), HOP).items():
+        tally = PartialTally()
+        tally.add(acc)
+        tallies.append((key, tally))
+    for name in SHARDS:
+        stage.on_batch(
+            [DetectFeed(name, T0 + HOP, hops=[(T0, tallies if name == "shard-a" else [])])]
+        )
+    assert looks == {"cost_key": {1}, "cost_tenant": {1}, "error_rate": {3}, "tokens_per_call": {3}}
