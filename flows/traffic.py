@@ -62,6 +62,8 @@ TOOLS = ("search_web", "read_file", "run_sql", "call_api", "summarize")
 AGENTS = ("support-agent", "research-agent", "coding-agent")
 BASE_ERROR_RATE = 0.02
 TOOL_BASE_ERROR_RATE = 0.02
+#: Spread (sigma of the log) of a call's input tokens around its model's median.
+INPUT_TOKENS_SIGMA = 0.5
 #: Mean LLM calls per session (steps = 1 + Exp(mean 3), capped).
 _MEAN_STEPS = 3.5
 
@@ -459,7 +461,7 @@ class Simulator:
         slow = self._active("latency_degradation", t, model=model)
         latency = latency_ms * latency_scale * (slow.factor if slow else 1.0)
         duration = int(rng.lognormvariate(math.log(latency), 0.35) * 1e6)
-        input_tokens = int(rng.lognormvariate(math.log(input_median), 0.5))
+        input_tokens = int(rng.lognormvariate(math.log(input_median), INPUT_TOKENS_SIGMA))
         blowup = self._active("token_blowup", t, tenant=tenant, service=service, model=model)
         if blowup:
             progress = (t - blowup.start_ns) / (blowup.end_ns - blowup.start_ns)
