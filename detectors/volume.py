@@ -330,7 +330,7 @@ class SpendWithVolume(Detector):
     ...             heaviest = (spend, evidence(x))
     ...         det.learn_one(x)
     >>> round(max(quiet), 1), heaviest[1]  # calls, spend z, volume score, score
-    (3.2, (34, 2.3, 3.5, 2.5))
+    (3.2, (34, 2.5, 3.5, 2.5))
     >>> calls, spend = minute(1.5 + 20)
     >>> spike = Point(60.0 * 2880, spend, weight=calls)
     >>> evidence(spike), round(det.spend.score_one(spike), 1)
