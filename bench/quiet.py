@@ -1,6 +1,6 @@
 """False alerts per quiet day of the error-rate and token detectors, over many days.
 
-``python -m bench.quiet [--days N] [--detectors YAML] [--seed S] [--calls-per-minute R]``
+``python -m bench.quiet [--days N] [--detectors YAML] [--seed S] [--calls-per-minute R] [--jobs J]``
 
 ``make eval`` runs two incident-free days end to end, and a detector that
 raises a false alert once in twenty days hardly shows in two. This measures
