@@ -199,13 +199,11 @@ class Thresholded:
         for name, value in zip(self.__slots__, state, strict=True):
             setattr(self, name, value)
 
-    def decide(
-        self, x: Point, score: float, expected: float | None, *, threshold: float | None = None
-    ) -> bool:
+    def decide(self, x: Point, score: float, expected: float | None, *, threshold: float) -> bool:
         observed = x.value
         if observed is None or expected is None or not self.detector.warmed_up:
             return False
-        if not score >= (self.threshold if threshold is None else threshold):  # False for NaN
+        if not score >= threshold:  # also False for NaN
             return False
         if abs(observed - expected) < self.min_effect:
             return False

@@ -312,7 +312,7 @@ class PerCallRatio(RobustZScore):
         return y
 
     def _jensen(self, weight: float) -> float:
-        """The gap between the log of a mean of ``weight`` calls and the calls' log mean."""
+        """How far the log of a mean of ``weight`` calls falls, on average, below log(mean)."""
         scale = max(self.scale, self.min_scale)
         return scale * scale / (2.0 * max(weight, 1.0))
 
