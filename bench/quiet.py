@@ -159,11 +159,10 @@ def _closed(hops: list[list[tuple[StatsKey, PartialTally]]]) -> list[tuple[Stats
     return list(merged.items())
 
 
-def false_alerts(
-    stage: DetectionStage, day: dict[int, list], *, window_ns: int, hop_ns: int
-) -> list:
+def false_alerts(stage: DetectionStage, day: dict[int, list]) -> list:
     """Feed a day to ``stage`` hop by hop, as one shard would; the alerts it opens."""
     opened = []
+    window_ns, hop_ns = stage.window_ns, stage.hop_ns
     checks = window_ns // hop_ns
     first = min(day) - min(day) % window_ns
     for start in range(first, max(day) + 1, window_ns):
@@ -197,14 +196,15 @@ def poisson_upper(events: int, days: int) -> float:
 _WORKER: dict = {}
 
 
-def _init_worker(counts: dict, detectors: DetectorsConfig, seed: int) -> None:
-    _WORKER.update(model=NullModel(counts), detectors=detectors, seed=seed)
+def _init_worker(
+    counts: dict, detectors: DetectorsConfig, pipeline: PipelineConfig, seed: int
+) -> None:
+    _WORKER.update(model=NullModel(counts), detectors=detectors, pipeline=pipeline, seed=seed)
 
 
 def _one_day(d: int) -> list[tuple[int, str, str, str, float]]:
     """(day, detector, subject, detected at, score) of the false alerts of redrawn day ``d``."""
-    pipeline = PipelineConfig()
-    window_ns = pipeline.window_seconds * NS
+    pipeline = _WORKER["pipeline"]
     stage = DetectionStage(
         window_s=pipeline.window_seconds,
         shards=["quiet"],
@@ -213,7 +213,6 @@ def _one_day(d: int) -> list[tuple[int, str, str, str, float]]:
         checks_per_window=pipeline.checks_per_window,
     )
     day = _WORKER["model"].draw(np.random.default_rng([_WORKER["seed"], d]))
-    hop_ns = window_ns // pipeline.checks_per_window
     return [
         (
             d,
@@ -222,7 +221,7 @@ def _one_day(d: int) -> list[tuple[int, str, str, str, float]]:
             f"{alert.detected_at:%H:%M:%S}",
             alert.score,
         )
-        for alert in false_alerts(stage, day, window_ns=window_ns, hop_ns=hop_ns)
+        for alert in false_alerts(stage, day)
     ]
 
 
@@ -255,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     found: list[tuple[int, str, str, str, float]] = []
     with multiprocessing.Pool(
-        max(args.jobs, 1), initializer=_init_worker, initargs=(counts, detectors, args.seed)
+        max(args.jobs, 1),
+        initializer=_init_worker,
+        initargs=(counts, detectors, pipeline, args.seed),
     ) as pool:
         for done, alerts in enumerate(pool.imap_unordered(_one_day, range(args.days)), 1):
             found += alerts

@@ -56,19 +56,14 @@ def test_a_drawn_day_follows_the_null_model():
 
 def test_an_ordinary_day_is_quiet_and_a_surge_in_it_is_counted():
     model = quiet.NullModel(day())
-    assert (
-        quiet.false_alerts(
-            stage(), model.draw(np.random.default_rng(2)), window_ns=WINDOW, hop_ns=HOP
-        )
-        == []
-    )
+    assert quiet.false_alerts(stage(), model.draw(np.random.default_rng(2))) == []
     surged = model.draw(np.random.default_rng(2))
     surge = T0 + 200 * WINDOW
     for hop in range(surge, surge + WINDOW, HOP):
         for key, tally in surged[hop]:
             if key == TOOL:
                 tally.errors = tally.calls // 2
-    alerts = quiet.false_alerts(stage(), surged, window_ns=WINDOW, hop_ns=HOP)
+    alerts = quiet.false_alerts(stage(), surged)
     assert [(a.detector, dict(a.subject)) for a in alerts] == [
         ("tool_error_rate", {"service": "chat-api", "tool": "run_sql"})
     ]
